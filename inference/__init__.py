@@ -1,0 +1,1 @@
+"""Objectives, training loop, checkpoints and distributed training (installed as ``pssl.inference``)."""

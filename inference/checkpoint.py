@@ -1,0 +1,160 @@
+"""Atomic, versioned checkpoints of plain state.
+
+A checkpoint is one dict of plain values: module and optimiser ``state_dict``s,
+counters, every RNG state, the resolved config and the history so far. It is
+written to a temporary file in the same folder and moved into place with
+``os.replace``, so a crash mid-save leaves the previous checkpoint intact. It is
+read with ``torch.load(weights_only=True)``: no arbitrary object is unpickled,
+and classes are rebuilt from the config's names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FORMAT = 1
+"""Version of the checkpoint layout; bump when the dict's keys change meaning."""
+
+_NAME = re.compile(r"^checkpoint-(\d{9})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: corrupt, from another format version, or another model."""
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"checkpoint-{step:09d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoints in ``run_dir``, oldest first (by step)."""
+    folder = Path(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path, *, keep: int | None = None) -> Path:
+    """Write ``state`` atomically to ``path``; then keep only the newest ``keep`` checkpoints.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = dict(state)
+    payload["format_version"] = CHECKPOINT_FORMAT
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    if keep is not None:
+        for old in list_checkpoints(path.parent)[:-keep]:
+            if old != path:
+                old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: if the file is unreadable, corrupt, or of another format version.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise CheckpointError(f"{path} is not a pssl checkpoint (no format_version)")
+    version = state["format_version"]
+    if version != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}, this pssl reads version {CHECKPOINT_FORMAT}; "
+            "resume it with the pssl release that wrote it"
+        )
+    return state
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint in ``run_dir`` that loads, skipping unreadable ones; ``None`` if none."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            load_checkpoint(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
+
+
+def capture_rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Every RNG state a run depends on: torch (CPU and CUDA), numpy, Python, and named generators."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": _python_state_to_plain(random.getstate()),
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype("int64")),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "generators": {name: gen.get_state() for name, gen in generators.items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate(_python_state_from_plain(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["name"],
+            np_state["keys"].numpy().astype("uint32"),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    for name, gen in generators.items():
+        gen.set_state(state["generators"][name].cpu() if gen.device.type == "cpu" else state["generators"][name])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _python_state_to_plain(state: tuple) -> dict[str, Any]:
+    version, internal, gauss = state
+    return {"version": version, "internal": list(internal), "gauss": gauss}
+
+
+def _python_state_from_plain(state: dict[str, Any]) -> tuple:
+    return (state["version"], tuple(state["internal"]), state["gauss"])

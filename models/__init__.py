@@ -1,0 +1,33 @@
+"""Pyro model/guide pairs, priors and likelihoods (installed as ``pssl.models``).
+
+Importing this package registers every built-in method, prior and likelihood.
+"""
+
+from __future__ import annotations
+
+from pssl.models import sites
+from pssl.models.base import MODELS, ModelSpec, SSLModel, ViewBatch, build_model
+from pssl.models.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
+from pssl.models.priors import PRIORS, VIEW_PRIORS, LatentPrior, ViewPrior, build_prior, build_view_prior
+from pssl.models.simvae import SimVAE
+from pssl.models.vae import VAE
+
+__all__ = [
+    "LIKELIHOODS",
+    "MODELS",
+    "PRIORS",
+    "VIEW_PRIORS",
+    "LatentPrior",
+    "Likelihood",
+    "ModelSpec",
+    "SSLModel",
+    "SimVAE",
+    "VAE",
+    "ViewBatch",
+    "ViewPrior",
+    "build_likelihood",
+    "build_model",
+    "build_prior",
+    "build_view_prior",
+    "sites",
+]

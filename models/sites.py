@@ -1,0 +1,29 @@
+"""Sample-site and plate names, and plate dimensions, defined once.
+
+Models and guides write the same names, and objectives, diagnostics and tests
+read traces by them.
+
+Plate layout (right-most batch dimensions, event dimensions excluded):
+
+* ``ITEMS`` at dim ``ITEMS_DIM = -2``: one entry per data item (group of views),
+  with ``size`` = number of training items and ``subsample`` = the minibatch
+  indices, so log-densities are scaled to per-data-set quantities.
+* ``VIEWS`` at dim ``VIEWS_DIM = -1``: the ``J`` views of an item.
+
+So a per-view latent ``z`` has batch shape ``(B, J)`` and a per-item content
+latent ``y`` has batch shape ``(B, 1)``, which broadcasts against ``z``.
+"""
+
+from __future__ import annotations
+
+CONTENT = "y"
+"""Per-item content latent y_i."""
+VIEW_LATENT = "z"
+"""Per-view latent z_ij."""
+OBSERVATION = "x"
+"""Observed view x_ij."""
+
+ITEMS = "items"
+VIEWS = "views"
+ITEMS_DIM = -2
+VIEWS_DIM = -1

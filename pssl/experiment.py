@@ -1,0 +1,112 @@
+"""One experiment end to end: train a method, evaluate it, write metrics and figures.
+
+This is what ``pssl train`` runs and what ``pssl demo`` and ``pssl compare``
+repeat. It sits above training (:mod:`pssl.inference`) and evaluation
+(:mod:`pssl.evaluation`), which do not know of each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pssl.config import Config
+from pssl.data import DataSplits
+from pssl.inference.train import TrainResult, load_run, train
+from pssl.models.base import SSLModel
+from pssl.plots import image_grid, loss_curves
+
+DEFAULT_PROBES = ("linear",)
+
+
+def run_experiment(
+    config: Config,
+    *,
+    data: DataSplits | None = None,
+    model: SSLModel | None = None,
+    probes: tuple[str, ...] = DEFAULT_PROBES,
+) -> dict[str, Any]:
+    """Train ``config``'s method, evaluate it, and write ``metrics.json`` and figures.
+
+    Returns:
+        The metrics dict written to ``RUN_DIR/metrics.json``.
+    """
+    result = train(config, data=data, model=model)
+    return finish_run(result, probes=probes)
+
+
+def finish_run(result: TrainResult, *, probes: tuple[str, ...] = DEFAULT_PROBES) -> dict[str, Any]:
+    """Evaluate a trained run and write its metrics and figures into its run directory."""
+    from pssl.evaluation import evaluate
+
+    model, run_dir = result.model, result.run_dir
+    device = next(model.parameters()).device
+    metrics = evaluate(model, result.data, seed=result.config.seed, device=device, probes=probes)
+    last = result.epochs[-1] if result.epochs else {}
+    metrics["training"] = {
+        "model": result.config.model.name,
+        "data": result.config.data.name,
+        "epochs": result.config.epochs,
+        "steps": int(last.get("step", 0)),
+        "skipped_steps": result.skipped_steps,
+        "seconds_per_epoch": _mean(row["seconds"] for row in result.epochs),
+        "images_per_second": _mean(row["images_per_second"] for row in result.epochs),
+        "final_terms_nats_per_item": {k: v for k, v in last.items() if k.startswith(("train_", "val_"))},
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    write_figures(result)
+    return metrics
+
+
+def write_figures(result: TrainResult, *, count: int = 10) -> list[Path]:
+    """Loss curves for every method; reconstructions and prior samples for generative ones."""
+    written: list[Path] = []
+    curves = loss_curves(result.history, result.run_dir / "loss_curves.png", title=result.config.model.name)
+    if curves is not None:
+        written.append(curves)
+    model = result.model
+    if not model.generative:
+        return written
+    device = next(model.parameters()).device
+    test = result.data.test if len(result.data.test) else result.data.val
+    images = test.images[:count]
+    images = (images.float() / 255.0 if images.dtype == torch.uint8 else images.float()).to(device)
+    with torch.no_grad():
+        rows = [images.cpu(), model.reconstruct(images).cpu()]
+        titles = ["data", "reconstruction"]
+        try:
+            rows.append(model.sample_images(images.shape[0]).cpu())
+            titles.append("prior sample")
+        except ValueError:
+            pass  # improper prior: nothing to sample
+    written.append(image_grid(rows, result.run_dir / "reconstructions.png", row_titles=titles))
+    return written
+
+
+def evaluate_run(run_dir: str | Path, *, device: str = "cpu", probes: tuple[str, ...] = ("linear", "mlp", "knn", "cluster")) -> dict[str, Any]:
+    """Re-evaluate a finished run directory (``pssl evaluate``)."""
+    result = load_run(run_dir, device=device)
+    return finish_run(result, probes=probes)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
+    os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")

@@ -1,0 +1,161 @@
+"""Training loop: resume equality, checkpoints, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pssl.config import Component, Config
+from pssl.data import load_dataset
+from pssl.inference.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from pssl.inference.train import Trainer, load_run, train
+
+SMALL_MLP = {"hidden": "32,16"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", {"limit": 256}, seed=0)
+
+
+def small_config(out: Path, **changes) -> Config:
+    base = dict(
+        model=Component("simvae"),
+        data=Component("digits", {"limit": 256}),
+        encoder=Component("mlp", dict(SMALL_MLP)),
+        decoder=Component("mlp", dict(SMALL_MLP)),
+        latent_dim=4,
+        batch_size=32,
+        epochs=2,
+        lr=1e-3,
+        out=str(out),
+        progress=False,
+    )
+    base.update(changes)
+    return Config(**base)
+
+
+def params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_params(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"parameter {key} differs")
+
+
+@pytest.mark.parametrize("model_name", ["simvae", "vae"])
+def test_two_epochs_equal_one_plus_resume_plus_one(tmp_path: Path, digits, model_name: str) -> None:
+    straight = train(small_config(tmp_path / "a", model=Component(model_name)), data=digits)
+    first = train(small_config(tmp_path / "b", model=Component(model_name), epochs=1), data=digits)
+    torch.manual_seed(12345)  # the state must come from the checkpoint, not from the process
+    resumed = train(small_config(tmp_path / "b", model=Component(model_name), epochs=2, resume=True), data=digits)
+    assert first.epochs[0]["step"] == straight.epochs[0]["step"]
+    assert_same_params(params(straight.model), params(resumed.model))
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in straight.history]
+
+
+def test_mid_epoch_checkpoint_resume_is_exact(tmp_path: Path, digits) -> None:
+    straight = train(small_config(tmp_path / "a", epochs=1), data=digits)
+    trainer = Trainer(small_config(tmp_path / "b", epochs=1, checkpoint_every=3, keep_checkpoints=10), data=digits)
+    trainer.fit()
+    # resume from the checkpoint written after step 3 of the first epoch
+    for path in list_checkpoints(tmp_path / "b"):
+        if path.name != "checkpoint-000000003.pt":
+            path.unlink()
+    torch.manual_seed(999)
+    resumed = train(small_config(tmp_path / "b", epochs=1, resume=True), data=digits)
+    assert_same_params(params(straight.model), params(resumed.model))
+
+
+def test_run_directory_contents_and_load_run(tmp_path: Path, digits) -> None:
+    result = train(small_config(tmp_path / "run", epochs=1), data=digits)
+    for name in ("config.json", "history.csv", "epochs.csv"):
+        assert (tmp_path / "run" / name).is_file(), name
+    loaded = load_run(tmp_path / "run", data=digits)
+    images = digits.test.images[:5].float() / 255
+    torch.testing.assert_close(loaded.model.encode(images), result.model.encode(images))
+
+
+def test_refuses_to_overwrite_existing_run(tmp_path: Path, digits) -> None:
+    train(small_config(tmp_path / "run", epochs=1), data=digits)
+    before = sorted(p.name for p in list_checkpoints(tmp_path / "run"))
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(small_config(tmp_path / "run", epochs=1), data=digits)
+    assert sorted(p.name for p in list_checkpoints(tmp_path / "run")) == before
+
+
+def test_resume_with_other_model_is_refused(tmp_path: Path, digits) -> None:
+    train(small_config(tmp_path / "run", epochs=1), data=digits)
+    with pytest.raises(CheckpointError, match="different configuration"):
+        train(small_config(tmp_path / "run", model=Component("vae"), resume=True), data=digits)
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path: Path, digits) -> None:
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        train(small_config(tmp_path / "empty", resume=True), data=digits)
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    first = save_checkpoint({"step": 1}, tmp_path / "checkpoint-000000001.pt")
+
+    def broken_save(obj, handle, *args, **kwargs):
+        handle.write(b"partial")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint({"step": 2}, tmp_path / "checkpoint-000000002.pt")
+    monkeypatch.undo()
+    assert load_checkpoint(first)["step"] == 1
+    assert not (tmp_path / "checkpoint-000000002.pt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
+
+
+def test_truncated_checkpoint_gives_clear_error(tmp_path: Path) -> None:
+    path = save_checkpoint({"step": 1, "w": torch.ones(100)}, tmp_path / "checkpoint-000000001.pt")
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(path)
+
+
+def test_other_format_version_gives_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint-000000001.pt"
+    torch.save({"format_version": 0, "step": 1}, path)
+    with pytest.raises(CheckpointError, match="format version 0"):
+        load_checkpoint(path)
+
+
+def test_keeps_last_k_checkpoints(tmp_path: Path, digits) -> None:
+    train(small_config(tmp_path / "run", epochs=3, keep_checkpoints=2), data=digits)
+    assert len(list_checkpoints(tmp_path / "run")) == 2
+
+
+def test_simvae_needs_two_views(tmp_path: Path, digits) -> None:
+    with pytest.raises(ValueError, match="num_views >= 2"):
+        train(small_config(tmp_path / "run", num_views=1), data=digits)
+
+
+def test_nonfinite_loss_stops_with_named_site_and_keeps_checkpoint(tmp_path: Path, digits) -> None:
+    train(small_config(tmp_path / "run", epochs=1), data=digits)
+    trainer = Trainer(small_config(tmp_path / "run", epochs=2, resume=True), data=digits)
+    with torch.no_grad():
+        for p in trainer.model.decoder.parameters():
+            p.fill_(float("nan"))
+    saved = {p.name: p.read_bytes() for p in list_checkpoints(tmp_path / "run")}
+    trainer._prepare_run_dir = lambda: None  # keep the poisoned parameters (skip reloading)
+    with pytest.raises(FloatingPointError, match="model/x"):
+        trainer.fit()
+    assert {p.name: p.read_bytes() for p in list_checkpoints(tmp_path / "run")} == saved
+
+
+def test_nonfinite_skip_counts_steps(tmp_path: Path, digits) -> None:
+    trainer = Trainer(small_config(tmp_path / "run", epochs=1, nonfinite="skip"), data=digits)
+    with torch.no_grad():
+        for p in trainer.model.decoder.parameters():
+            p.fill_(float("nan"))
+    result = trainer.fit()
+    assert result.skipped_steps == trainer.steps_per_epoch
