@@ -38,6 +38,14 @@ class Entry:
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and not k.startswith("_")
         }
 
+    def type_hints(self) -> dict[str, Any]:
+        """Annotations of the factory's parameters (of ``__init__`` for classes)."""
+        target = self.factory.__init__ if inspect.isclass(self.factory) else self.factory
+        try:
+            return typing.get_type_hints(target)
+        except Exception:  # unresolvable forward references: fall back to no coercion
+            return {}
+
     def signature_line(self) -> str:
         """``name(option=default, ...)`` for help listings."""
         parts = []
@@ -181,7 +189,7 @@ class Registry(Generic[T]):
         """
         entry = self.entry(name)
         params = entry.parameters()
-        hints = typing.get_type_hints(entry.factory)
+        hints = entry.type_hints()
         resolved: dict[str, Any] = {}
         for key, value in (options or {}).items():
             if key not in params or params[key].default is inspect.Parameter.empty:
