@@ -19,8 +19,15 @@ implementation), and the named terms in **nats per item** (``L / N`` split):
   log-factors, e.g. ``infonce``, ``invariance``), under its own site name.
 
 ``elbo`` is their sum. The computation is Pyro's ``Trace_ELBO`` estimator with
-one particle (reparameterised sites; non-reparameterised latent sites are
-refused, since their score-function term is not included), split by site.
+one particle (reparameterised guide sites; non-reparameterised latent guide
+sites are refused, since their score-function term is not included; a model
+site's distribution only scores the guide's value, so improper or
+non-reparameterised model priors are fine), split by site.
+
+Diagnostics: a ``pyro.deterministic`` site in the model (e.g. SimCLR's
+``alignment`` and ``uniformity``) is not part of the ELBO or the loss; its
+value (averaged, detached) is reported in ``terms`` under its site name, in
+its own units rather than nats, so the training loop logs it like a term.
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ class ObjectiveOutput:
 
     Attributes:
         loss: scalar to minimise (the minibatch sum of per-item negative ELBO).
-        terms: named terms in nats per item (detached scalars), including ``elbo``.
+        terms: named terms in nats per item (detached scalars), including ``elbo``, plus
+            the model's ``pyro.deterministic`` diagnostics in their own units.
         site_log_prob: per-site scaled log-density sums (model sites as ``model/<name>``,
             guide sites as ``guide/<name>``), not detached; used to name the culprit
             when something goes non-finite.
@@ -95,13 +103,18 @@ class ELBO(nn.Module):
         device = batch.views.device
         sums: dict[str, torch.Tensor] = {}
         site_log_prob: dict[str, torch.Tensor] = {}
+        diagnostics: dict[str, torch.Tensor] = {}
         for trace, in_guide in ((model_trace, False), (guide_trace, True)):
             for name, site in trace.nodes.items():
                 if site["type"] != "sample":
                     continue
+                if site["infer"].get("_deterministic"):  # pyro.deterministic: a diagnostic, not a density
+                    if not in_guide:
+                        diagnostics[name] = site["value"].detach().float().mean()
+                    continue
                 if in_guide and site["is_observed"]:
                     continue
-                if not site["is_observed"] and not site["fn"].has_rsample:
+                if in_guide and not site["fn"].has_rsample:
                     raise ValueError(
                         f"site {name!r} is not reparameterisable; this objective covers reparameterised "
                         "latent sites only"
@@ -117,4 +130,5 @@ class ELBO(nn.Module):
         loss = -elbo * (batch.batch_size / num_items)
         terms = {name: (value / num_items).detach() for name, value in sums.items()}
         terms["elbo"] = (elbo / num_items).detach()
+        terms.update(diagnostics)
         return ObjectiveOutput(loss=loss, terms=terms, site_log_prob=site_log_prob)

@@ -5,7 +5,7 @@ Importing this package registers every built-in method, prior and likelihood.
 
 from __future__ import annotations
 
-from pssl.models import sites
+from pssl.models import contrastive, multimodal, redundancy, sites  # noqa: F401  (registers methods)
 from pssl.models.base import MODELS, ModelSpec, SSLModel, ViewBatch, build_model
 from pssl.models.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
 from pssl.models.priors import PRIORS, VIEW_PRIORS, LatentPrior, ViewPrior, build_prior, build_view_prior

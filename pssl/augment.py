@@ -947,6 +947,23 @@ def digits(
 
 
 @AUGMENTATIONS.register(
+    "paired", help="paired (top/bottom half) data: mild crop (0.6-1), no flip, so the halves keep their roles"
+)
+def paired(
+    image_shape: tuple[int, int, int],
+    *,
+    crop_scale_min: float = 0.6,
+    crop_ratio: tuple[float, float] = (0.75, 1.3),
+) -> ViewAugmenter:
+    """For ``paired-*`` data, whose two modalities are the top and bottom halves of an image.
+
+    A vertical flip would swap the modalities, so there is none; the crop moves the
+    content a little within each half.
+    """
+    return _digit_pipeline(crop_scale_min, crop_ratio, 0.0, None)
+
+
+@AUGMENTATIONS.register(
     "cifar", help="reference CIFAR-10/CelebA: jitter (0.8,0.8,0.8,0.2) p=0.8, crop 0.6-1, vertical flip"
 )
 def cifar(
@@ -1070,7 +1087,7 @@ def default_preset(dataset_name: str) -> str:
     ``digits -> digits``, ``mnist -> mnist-binary`` (thresholded at 0.5, as the
     reference), ``fashionmnist -> mnist`` (not thresholded), ``cifar10``/``celeba ->
     cifar``, ``shapes``/``styled``/``styled-*``/``shapes-*`` -> ``styled``, and
-    ``paired-<base>`` -> the preset of ``<base>``. Case is ignored.
+    ``paired-<base>`` -> ``paired`` (no flips, which would swap the halves). Case is ignored.
 
     Raises:
         ValueError: for a name none of these rules covers (naming the known ones).
@@ -1081,7 +1098,8 @@ def default_preset(dataset_name: str) -> str:
     if key in _DEFAULT_PRESETS:
         return _DEFAULT_PRESETS[key]
     if key.startswith("paired-") and len(key) > len("paired-"):
-        return default_preset(key[len("paired-") :])
+        default_preset(key[len("paired-") :])  # the base must be known
+        return "paired"  # no flips: a vertical flip would swap the two halves (modalities)
     if key.startswith(("styled-", "shapes-")):
         return "styled"
     known = ", ".join(list(_DEFAULT_PRESETS) + ["styled-*", "shapes-*", "paired-<known>"])

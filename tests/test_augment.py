@@ -402,8 +402,8 @@ def test_preset_options_are_coerced_and_checked():
         ("celeba", "cifar"),
         ("styled-mnist", "styled"),
         ("shapes", "styled"),
-        ("paired-fashionmnist", "mnist"),
-        ("paired-mnist", "mnist-binary"),
+        ("paired-fashionmnist", "paired"),
+        ("paired-mnist", "paired"),
     ],
 )
 def test_default_preset(dataset, preset):
