@@ -29,6 +29,7 @@ def run_experiment(
     data: DataSplits | None = None,
     model: SSLModel | None = None,
     probes: tuple[str, ...] = DEFAULT_PROBES,
+    augmentation_style: bool = False,
 ) -> dict[str, Any]:
     """Train ``config``'s method, evaluate it, and write ``metrics.json`` and figures.
 
@@ -36,16 +37,32 @@ def run_experiment(
         The metrics dict written to ``RUN_DIR/metrics.json``.
     """
     result = train(config, data=data, model=model)
-    return finish_run(result, probes=probes)
+    return finish_run(result, probes=probes, augmentation_style=augmentation_style)
 
 
-def finish_run(result: TrainResult, *, probes: tuple[str, ...] = DEFAULT_PROBES) -> dict[str, Any]:
-    """Evaluate a trained run and write its metrics and figures into its run directory."""
+def finish_run(
+    result: TrainResult, *, probes: tuple[str, ...] = DEFAULT_PROBES, augmentation_style: bool = False
+) -> dict[str, Any]:
+    """Evaluate a trained run and write its metrics and figures into its run directory.
+
+    Args:
+        result: a trained run.
+        probes: content probes to run (``linear``, ``mlp``, ``knn``, ``cluster``).
+        augmentation_style: also measure how well the representation of a view
+            predicts that view's augmentation parameters (the run's own preset).
+    """
+    from pssl.augment import build_augmenter
     from pssl.evaluation import evaluate
 
     model, run_dir = result.model, result.run_dir
     device = next(model.parameters()).device
-    metrics = evaluate(model, result.data, seed=result.config.seed, device=device, probes=probes)
+    augmenter = None
+    if augmentation_style:
+        augment = result.config.augment
+        augmenter = build_augmenter(augment.name, result.data.train.image_shape, augment.options)
+    metrics = evaluate(
+        model, result.data, seed=result.config.seed, device=device, probes=probes, augmenter=augmenter
+    )
     last = result.epochs[-1] if result.epochs else {}
     metrics["training"] = {
         "model": result.config.model.name,
@@ -87,7 +104,9 @@ def write_figures(result: TrainResult, *, count: int = 10) -> list[Path]:
     return written
 
 
-def evaluate_run(run_dir: str | Path, *, device: str = "cpu", probes: tuple[str, ...] = ("linear", "mlp", "knn", "cluster")) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path, *, device: str = "cpu", probes: tuple[str, ...] = ("linear", "mlp", "knn", "cluster")
+) -> dict[str, Any]:
     """Re-evaluate a finished run directory (``pssl evaluate``)."""
     result = load_run(run_dir, device=device)
     return finish_run(result, probes=probes)
