@@ -7,12 +7,24 @@ from __future__ import annotations
 
 from pssl.models import contrastive, multimodal, redundancy, sites  # noqa: F401  (registers methods)
 from pssl.models.base import MODELS, ModelSpec, SSLModel, ViewBatch, build_model
-from pssl.models.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
-from pssl.models.priors import PRIORS, VIEW_PRIORS, LatentPrior, ViewPrior, build_prior, build_view_prior
+from pssl.models.likelihoods import LIKELIHOODS, Likelihood, bits_per_dim, build_likelihood
+from pssl.models.priors import (
+    PRIORS,
+    VIEW_PRIORS,
+    DistributionPrior,
+    LatentPrior,
+    ViewPrior,
+    as_prior,
+    build_prior,
+    build_view_prior,
+)
 from pssl.models.simvae import SimVAE
 from pssl.models.vae import VAE
 
 __all__ = [
+    "DistributionPrior",
+    "as_prior",
+    "bits_per_dim",
     "LIKELIHOODS",
     "MODELS",
     "PRIORS",

@@ -4,26 +4,69 @@ A prior is a small ``torch.nn.Module`` (so learned parameters live in the model'
 ``state_dict``) that returns a Pyro distribution with one event dimension of
 size ``latent_dim`` for a requested batch shape. Priors that are Gaussian also
 expose their mean and precision, which is what lets SimVAE use the exact
-conjugate posterior for y (see :mod:`pssl.models.simvae`).
+conjugate posterior for y (see :mod:`pssl.models.simvae`); every other prior
+answers ``None`` and SimVAE's ``y_guide=auto`` then picks the amortised guide.
 
 Two registries choose them by name:
 
-* ``PRIORS``: priors over a free latent vector (p(y) in SimVAE, p(z) in a VAE).
-* ``VIEW_PRIORS``: conditional priors p(z | y) centred on the content latent.
+* ``PRIORS``: priors over a free latent vector (p(y) in SimVAE, p(z) in a VAE):
+  ``gaussian``, ``flat``, ``laplace``, ``studentt``, ``mixture`` and, for a VAE
+  only, ``vampprior``.
+* ``VIEW_PRIORS``: conditional priors p(z | y) centred on the content latent:
+  ``gaussian``, ``laplace``, ``studentt``.
+
+Any Pyro distribution over a ``latent_dim`` vector can be used as well, from
+Python, through :class:`DistributionPrior` (it has no registered name, since a
+distribution object cannot come from the command line)::
+
+    prior = DistributionPrior(dist.MultivariateNormal(torch.zeros(4), covariance_matrix=cov))
+    model = SimVAE(encoder, decoder, prior, GaussianViewPrior(4), BernoulliLikelihood())
+
+Framework arguments: a registered factory's positional arguments without
+defaults are supplied by the framework, not the user: every prior gets
+``latent_dim``; a prior that declares ``image_shape`` (the VampPrior, whose
+pseudo-inputs are images) gets the data's ``(C, H, W)`` through
+:func:`build_prior`. A prior that needs the model's encoder sets
+``needs_encoder = True``; the model that owns it then calls
+:meth:`LatentPrior.bind` with its encoder once, at construction.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
+from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import nn
 
-from pssl.registry import Registry
+from pssl.registry import Entry, Registry
 
 PRIORS: Registry[LatentPrior] = Registry("prior")
 VIEW_PRIORS: Registry[ViewPrior] = Registry("view prior")
+
+REFERENCE_VIEW_VARIANCE = 0.15
+"""sigma_zy^2 of the reference setup; the default variance of every view prior."""
+
+
+def _check_positive(value: float, where: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or not math.isfinite(value)
+    ):
+        raise ValueError(f"{where} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _check_count(value: int, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where} must be a positive integer, got {value!r}")
+    return value
 
 
 class LatentPrior(nn.Module):
@@ -33,13 +76,16 @@ class LatentPrior(nn.Module):
         latent_dim: size of the latent vector (the event dimension).
         proper: False for improper priors (flat), which have a log-density but
             cannot be sampled.
+        needs_encoder: True for priors defined through the model's encoder
+            (the VampPrior); the owning model calls :meth:`bind` once.
     """
 
     proper: bool = True
+    needs_encoder: bool = False
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
-        if not isinstance(latent_dim, int) or latent_dim < 1:
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
         self.latent_dim = latent_dim
 
@@ -50,9 +96,13 @@ class LatentPrior(nn.Module):
     def gaussian(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(mean, precision)``, each ``(latent_dim,)``, if the prior is a diagonal Gaussian.
 
-        A flat prior is the limit of zero precision. ``None`` means no Gaussian form.
+        A flat prior is the limit of zero precision. ``None`` means no Gaussian form
+        (SimVAE then cannot use the exact y-guide).
         """
         return None
+
+    def bind(self, encoder: nn.Module) -> None:
+        """Give the prior the model's encoder ``q(z | x)``; a no-op unless ``needs_encoder``."""
 
     def _anchor(self) -> torch.Tensor:
         """A tensor on the module's device and dtype, for building constants."""
@@ -63,16 +113,17 @@ class LatentPrior(nn.Module):
         return torch.zeros(())
 
 
-@PRIORS.register("gaussian", help="isotropic Gaussian N(0, scale^2 I); conjugate, so SimVAE's y-guide is exact")
+@PRIORS.register(
+    "gaussian", help="isotropic Gaussian N(0, scale^2 I); conjugate, so SimVAE's y-guide is exact"
+)
 class GaussianPrior(LatentPrior):
     """p(v) = N(v; 0, scale^2 I)."""
 
     def __init__(self, latent_dim: int, *, scale: float = 1.0) -> None:
         super().__init__(latent_dim)
-        if not scale > 0 or not math.isfinite(scale):
-            raise ValueError(f"prior.scale must be a positive finite number, got {scale!r}")
+        scale = _check_positive(scale, "prior.scale")
         self.register_buffer("loc", torch.zeros(latent_dim))
-        self.register_buffer("scale", torch.full((latent_dim,), float(scale)))
+        self.register_buffer("scale", torch.full((latent_dim,), scale))
 
     def distribution(self, batch_shape: tuple[int, ...]) -> dist.TorchDistribution:
         return dist.Normal(self.loc, self.scale).expand(tuple(batch_shape) + (self.latent_dim,)).to_event(1)
@@ -81,7 +132,9 @@ class GaussianPrior(LatentPrior):
         return self.loc, self.scale.pow(-2)
 
 
-@PRIORS.register("flat", help="improper flat prior, log p = 0 (the uniform-over-items reading of p(y)); not samplable")
+@PRIORS.register(
+    "flat", help="improper flat prior, log p = 0 (the uniform-over-items reading of p(y)); not samplable"
+)
 class FlatPrior(LatentPrior):
     """Improper p(v) ∝ 1. Its Gaussian form has zero precision."""
 
@@ -93,11 +146,337 @@ class FlatPrior(LatentPrior):
 
     def distribution(self, batch_shape: tuple[int, ...]) -> dist.TorchDistribution:
         return dist.ImproperUniform(
-            dist.constraints.real, batch_shape=torch.Size(batch_shape), event_shape=torch.Size([self.latent_dim])
+            dist.constraints.real,
+            batch_shape=torch.Size(batch_shape),
+            event_shape=torch.Size([self.latent_dim]),
         )
 
     def gaussian(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.loc, torch.zeros_like(self.loc)
+
+
+@PRIORS.register(
+    "laplace", help="factorised Laplace(0, scale) per coordinate (sparse, heavier tails); non-conjugate"
+)
+class LaplacePrior(LatentPrior):
+    """p(v) = prod_k Laplace(v_k; 0, b) = prod_k exp(-|v_k| / b) / (2 b), with ``b = scale``.
+
+    Variance ``2 b^2`` per coordinate. No Gaussian form, so SimVAE's ``y_guide=auto``
+    picks the amortised guide.
+    """
+
+    def __init__(self, latent_dim: int, *, scale: float = 1.0) -> None:
+        super().__init__(latent_dim)
+        scale = _check_positive(scale, "prior.scale")
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.full((latent_dim,), scale))
+
+    def distribution(self, batch_shape: tuple[int, ...]) -> dist.TorchDistribution:
+        return dist.Laplace(self.loc, self.scale).expand(tuple(batch_shape) + (self.latent_dim,)).to_event(1)
+
+
+@PRIORS.register(
+    "studentt", help="factorised Student-t(df, 0, scale) per coordinate (heavy tails; df > 0); non-conjugate"
+)
+class StudentTPrior(LatentPrior):
+    r"""p(v) = prod_k t_df(v_k; 0, s): a Student-t per coordinate with ``df`` degrees of freedom.
+
+    .. math::
+
+        \log t_\nu(v; 0, s) = \log\Gamma(\tfrac{\nu+1}{2}) - \log\Gamma(\tfrac{\nu}{2})
+            - \tfrac12 \log(\nu\pi s^2) - \tfrac{\nu+1}{2}\log(1 + v^2 / (\nu s^2)).
+
+    Small ``df`` gives heavy tails (df = 1 is Cauchy); ``df -> inf`` recovers N(0, s^2).
+
+    Raises:
+        ValueError: if ``df`` or ``scale`` is not a positive finite number.
+    """
+
+    def __init__(self, latent_dim: int, *, df: float = 3.0, scale: float = 1.0) -> None:
+        super().__init__(latent_dim)
+        df = _check_positive(df, "prior.df")
+        scale = _check_positive(scale, "prior.scale")
+        self.register_buffer("df", torch.full((latent_dim,), df))
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.full((latent_dim,), scale))
+
+    def distribution(self, batch_shape: tuple[int, ...]) -> dist.TorchDistribution:
+        shape = tuple(batch_shape) + (self.latent_dim,)
+        return dist.StudentT(self.df, self.loc, self.scale).expand(shape).to_event(1)
+
+
+def _inverse_softplus(value: float) -> float:
+    return value + math.log(-math.expm1(-value))
+
+
+@PRIORS.register(
+    "mixture",
+    help="learned mixture of K diagonal Gaussians (means, scales, weights); means start N(0, spread^2); "
+    "non-conjugate",
+)
+class MixturePrior(LatentPrior):
+    r"""A learned mixture of ``K`` diagonal Gaussians:
+
+    .. math::
+
+        p(v) = \sum_{k=1}^K \pi_k\, N(v; m_k, \operatorname{diag} s_k^2), \qquad
+        \pi = \operatorname{softmax}(\ell), \quad s_k = \operatorname{softplus}(r_k) + s_{\min}.
+
+    Learned parameters: ``means`` ``(K, d)`` (initialised from ``N(0, spread^2)``
+    with the global torch generator, which the trainer seeds), ``raw_scales``
+    ``(K, d)`` (initialised so every ``s_k = component_scale``) and ``logits``
+    ``(K,)`` (initialised to equal weights). The floor ``s_min = 1e-3`` keeps a
+    component from collapsing onto one encoder mean.
+
+    The distribution is Pyro's ``MixtureSameFamily(Categorical(logits),
+    Independent(Normal(means, scales), 1))``. It has no reparameterised sampler,
+    which a model site does not need (the objective scores the guide's value
+    under it); samples for ``sample_images`` are drawn without gradients. No
+    Gaussian form: SimVAE's ``y_guide=auto`` picks the amortised guide.
+    """
+
+    min_scale = 1e-3
+
+    def __init__(
+        self,
+        latent_dim: int,
+        *,
+        components: int = 10,
+        spread: float = 1.0,
+        component_scale: float = 0.5,
+    ) -> None:
+        super().__init__(latent_dim)
+        components = _check_count(components, "prior.components")
+        spread = _check_positive(spread, "prior.spread")
+        component_scale = _check_positive(component_scale, "prior.component_scale")
+        if component_scale <= self.min_scale:
+            raise ValueError(f"prior.component_scale must exceed {self.min_scale}, got {component_scale!r}")
+        self.num_components = components
+        self.means = nn.Parameter(torch.randn(components, latent_dim) * spread)
+        raw = _inverse_softplus(component_scale - self.min_scale)
+        self.raw_scales = nn.Parameter(torch.full((components, latent_dim), raw))
+        self.logits = nn.Parameter(torch.zeros(components))
+
+    def scales(self) -> torch.Tensor:
+        """Component standard deviations ``(K, d)``."""
+        return F.softplus(self.raw_scales) + self.min_scale
+
+    def distribution(self, batch_shape: tuple[int, ...]) -> dist.TorchDistribution:
+        return gaussian_mixture(self.means, self.scales(), self.logits, batch_shape)
+
+
+def gaussian_mixture(
+    locs: torch.Tensor, scales: torch.Tensor, logits: torch.Tensor, batch_shape: tuple[int, ...]
+) -> dist.TorchDistribution:
+    """``sum_k softmax(logits)_k N(locs_k, diag scales_k^2)`` over ``(d,)`` vectors, batch ``batch_shape``.
+
+    Args:
+        locs, scales: ``(K, d)``.
+        logits: ``(K,)``.
+    """
+    mixture = dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(locs, scales).to_event(1))
+    return mixture.expand(torch.Size(batch_shape)) if batch_shape else mixture
+
+
+@PRIORS.register(
+    "vampprior",
+    help="VAE only: p(z) = mean_k q(z | u_k) over K learned pseudo-images u_k pushed through the encoder",
+)
+class VampPrior(LatentPrior):
+    r"""The VampPrior (Tomczak & Welling, 2018): the aggregate posterior of ``K`` learned pseudo-inputs.
+
+    .. math::
+
+        p(z) = \frac1K \sum_{k=1}^K q_\phi(z \mid u_k), \qquad
+        u_k = \operatorname{sigmoid}(w_k) \in (0, 1)^{C \times H \times W},
+
+    where ``q_phi`` is the model's own amortised encoder and the pseudo-image
+    logits ``w`` ``(K, C, H, W)`` are learned (initialised ``N(0, init_std^2)``,
+    i.e. grey images around 0.5).
+
+    Binding: the prior is defined through the encoder, which belongs to the
+    model, so the model calls :meth:`bind` with its encoder at construction
+    (``VAE`` does; SimVAE refuses this prior, since its p(y) is not a prior over
+    encoder outputs of single images). The encoder is referenced, not
+    registered as a sub-module, so its parameters appear once in the model's
+    ``state_dict`` (under the model's ``encoder``). The encoder must return
+    ``(loc, scale)``, each ``(K, latent_dim)``, for ``(K, C, H, W)`` images. An
+    encoder with batch normalisation in training mode also sees the
+    pseudo-inputs as a batch of their own.
+
+    Args:
+        latent_dim: size of z (framework-supplied).
+        image_shape: ``(C, H, W)`` of the data (framework-supplied).
+        components: K, the number of pseudo-inputs.
+        init_std: standard deviation of the initial pseudo-image logits.
+    """
+
+    needs_encoder = True
+
+    def __init__(
+        self,
+        latent_dim: int,
+        image_shape: tuple[int, int, int],
+        *,
+        components: int = 50,
+        init_std: float = 0.5,
+    ) -> None:
+        super().__init__(latent_dim)
+        components = _check_count(components, "prior.components")
+        init_std = _check_positive(init_std, "prior.init_std")
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (channels, height, width), got {image_shape!r}")
+        self.image_shape = image_shape
+        self.num_components = components
+        self.pseudo_logits = nn.Parameter(torch.randn(components, *image_shape) * init_std)
+        object.__setattr__(self, "_encoder", None)  # a reference, not a sub-module (see class docstring)
+
+    def bind(self, encoder: nn.Module) -> None:
+        encoder_dim = getattr(encoder, "latent_dim", self.latent_dim)
+        if encoder_dim != self.latent_dim:
+            raise ValueError(
+                f"vampprior was built for latent_dim={self.latent_dim} but the encoder gives {encoder_dim}"
+            )
+        object.__setattr__(self, "_encoder", encoder)
+
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The pseudo-images ``u`` ``(K, C, H, W)`` in (0, 1)."""
+        return torch.sigmoid(self.pseudo_logits)
+
+    def distribution(self, batch_shape: tuple[int, ...]) -> dist.TorchDistribution:
+        if self._encoder is None:
+            raise ValueError(
+                "vampprior is not bound to an encoder: it is a VAE prior (model=vae), and the VAE binds it; "
+                "call prior.bind(encoder) when using it elsewhere"
+            )
+        loc, scale = self._encoder(self.pseudo_inputs())
+        logits = torch.zeros(self.num_components, dtype=loc.dtype, device=loc.device)
+        return gaussian_mixture(loc, scale, logits, batch_shape)
+
+
+class DistributionPrior(LatentPrior):
+    """A user-supplied Pyro distribution over a ``latent_dim`` vector, as a prior.
+
+    Accepts a Pyro distribution with ``batch_shape == ()`` and ``event_shape ==
+    (latent_dim,)`` (e.g. ``dist.MultivariateNormal(loc, cov)``,
+    ``dist.StudentT(2.0, 0.0, 1.0).expand([d]).to_event(1)``), or a callable with no
+    arguments returning one. A callable that is an ``nn.Module`` is registered as
+    a sub-module, so its parameters are learned with the model and saved in its
+    ``state_dict``; that is also the way to build a prior whose tensors follow
+    ``model.to(device)`` (a fixed distribution object keeps the tensors it was
+    made with, so create it on the training device).
+
+    ``gaussian()`` recognises a diagonal Gaussian (``dist.Normal(loc, scale).to_event(1)``),
+    so SimVAE's ``y_guide=auto`` can still pick the exact guide; anything else
+    answers ``None`` (amortised guide). ``dist.ImproperUniform`` is treated as
+    improper (no samples).
+
+    Not registered by name: a distribution object cannot come from the command
+    line. Pass it wherever a prior is accepted (``SimVAE``, ``VAE``,
+    :func:`build_prior`) and train with ``train(config, model=...)``.
+
+    Raises:
+        TypeError: for something that is not a Pyro distribution (or a callable
+            returning one); plain ``torch.distributions`` objects cannot be
+            Pyro sample sites.
+        ValueError: for a batch shape other than ``()`` or an event shape other
+            than one dimension.
+    """
+
+    def __init__(self, distribution: dist.TorchDistribution | Callable[[], dist.TorchDistribution]) -> None:
+        if isinstance(distribution, TorchDistributionMixin):
+            fixed, source = distribution, None
+        elif isinstance(distribution, torch.distributions.Distribution):
+            raise TypeError(
+                f"DistributionPrior needs a Pyro distribution "
+                f"(pyro.distributions.{type(distribution).__name__}), "
+                f"got torch.distributions.{type(distribution).__name__}"
+            )
+        elif callable(distribution):
+            fixed, source = None, distribution
+        else:
+            raise TypeError(
+                "DistributionPrior takes a Pyro distribution over a latent vector or a callable "
+                f"returning one, got {type(distribution).__name__}"
+            )
+        example = fixed if fixed is not None else source()
+        _check_user_distribution(example)
+        super().__init__(int(example.event_shape[0]))
+        self.proper = not isinstance(example, dist.ImproperUniform)
+        if isinstance(source, nn.Module):
+            self.source = source
+        else:
+            object.__setattr__(self, "source", source)
+        object.__setattr__(self, "fixed", fixed)
+
+    def base(self) -> dist.TorchDistribution:
+        """The user's distribution, batch shape ``()`` and event shape ``(latent_dim,)``."""
+        if self.fixed is not None:
+            return self.fixed
+        made = self.source()
+        _check_user_distribution(made)
+        if made.event_shape[0] != self.latent_dim:
+            raise ValueError(
+                f"the prior callable returned event shape {tuple(made.event_shape)}, "
+                f"earlier ({self.latent_dim},)"
+            )
+        return made
+
+    def distribution(self, batch_shape: tuple[int, ...]) -> dist.TorchDistribution:
+        base = self.base()
+        return base.expand(torch.Size(batch_shape)) if batch_shape else base
+
+    def gaussian(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        base = self.base()
+        if (
+            isinstance(base, dist.Independent)
+            and base.reinterpreted_batch_ndims == 1
+            and type(base.base_dist) is dist.Normal
+        ):
+            loc, scale = base.base_dist.loc, base.base_dist.scale
+            shape = (self.latent_dim,)
+            return loc.expand(shape), scale.expand(shape).pow(-2)
+        return None
+
+    def extra_repr(self) -> str:
+        if self.fixed is not None:
+            return f"{type(self.fixed).__name__}, latent_dim={self.latent_dim}"
+        if isinstance(self.source, nn.Module):
+            return f"latent_dim={self.latent_dim}"  # the module is printed as the child "source"
+        return f"{getattr(self.source, '__name__', 'callable')}(), latent_dim={self.latent_dim}"
+
+
+def _check_user_distribution(candidate: object) -> None:
+    if not isinstance(candidate, TorchDistributionMixin):
+        raise TypeError(
+            "a DistributionPrior callable must return a Pyro distribution (pyro.distributions.*), "
+            f"got {type(candidate).__name__}"
+        )
+    if len(candidate.event_shape) != 1:
+        raise ValueError(
+            f"a prior must be a distribution over a vector (event shape (latent_dim,)), got event shape "
+            f"{tuple(candidate.event_shape)}; e.g. use dist.Normal(loc, scale).to_event(1) "
+            "for a factorised prior"
+        )
+    if len(candidate.batch_shape) != 0:
+        raise ValueError(
+            f"a prior must be one distribution (batch shape ()), "
+            f"got batch shape {tuple(candidate.batch_shape)}"
+        )
+
+
+def as_prior(
+    prior: LatentPrior | dist.TorchDistribution | Callable[[], dist.TorchDistribution],
+) -> LatentPrior:
+    """A :class:`LatentPrior` as is; a Pyro distribution (or a callable returning one) as a
+    :class:`DistributionPrior`."""
+    if isinstance(prior, LatentPrior):
+        return prior
+    return DistributionPrior(prior)
+
+
+# --- view priors p(z | y) ---------------------------------------------------------------
 
 
 class ViewPrior(nn.Module):
@@ -111,6 +490,18 @@ class ViewPrior(nn.Module):
         """sigma_zy (scalar tensor) if p(z | y) = N(y, sigma_zy^2 I), else ``None``."""
         return None
 
+    def _init_scale(self, scale: float, learn: bool) -> None:
+        """Store ``log scale`` as a parameter (``learn``) or a buffer."""
+        log_scale = torch.tensor(math.log(_check_positive(scale, "view_prior.scale")))
+        if learn:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_scale", log_scale)
+
+    def scale(self) -> torch.Tensor:
+        """The (scalar) scale parameter of p(z | y)."""
+        return self.log_scale.exp()
+
 
 @VIEW_PRIORS.register(
     "gaussian", help="p(z|y) = N(y, scale^2 I); scale^2 = 0.15 as in the reference; learn=true fits it"
@@ -118,28 +509,110 @@ class ViewPrior(nn.Module):
 class GaussianViewPrior(ViewPrior):
     """p(z | y) = N(z; y, sigma_zy^2 I), with sigma_zy fixed or learned (positive via log)."""
 
-    def __init__(self, latent_dim: int, *, scale: float = 0.15**0.5, learn: bool = False) -> None:
+    def __init__(
+        self, latent_dim: int, *, scale: float = REFERENCE_VIEW_VARIANCE**0.5, learn: bool = False
+    ) -> None:
         super().__init__()
-        if not scale > 0 or not math.isfinite(scale):
-            raise ValueError(f"view_prior.scale must be a positive finite number, got {scale!r}")
-        log_scale = torch.tensor(math.log(scale))
-        if learn:
-            self.log_scale = nn.Parameter(log_scale)
-        else:
-            self.register_buffer("log_scale", log_scale)
+        self._init_scale(scale, learn)
 
     def distribution(self, content: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Normal(content, self.log_scale.exp().expand_as(content)).to_event(1)
+        return dist.Normal(content, self.scale().expand_as(content)).to_event(1)
 
     def gaussian_scale(self) -> torch.Tensor:
-        return self.log_scale.exp()
+        return self.scale()
 
 
-def build_prior(name: str | LatentPrior, latent_dim: int, options: dict | None = None) -> LatentPrior:
-    """Build a registered prior by name, or pass a ready :class:`LatentPrior` through."""
-    if isinstance(name, LatentPrior):
-        return name
-    return PRIORS.build(name, options, latent_dim=latent_dim)
+@VIEW_PRIORS.register(
+    "laplace",
+    help="p(z|y) = Laplace(y, scale) per coordinate; default variance 2 scale^2 = 0.15; non-conjugate",
+)
+class LaplaceViewPrior(ViewPrior):
+    """p(z | y) = prod_k Laplace(z_k; y_k, b), ``b = scale`` fixed or learned.
+
+    The default ``b = sqrt(0.075)`` matches the reference Gaussian's variance
+    ``2 b^2 = 0.15``. Non-conjugate: SimVAE's ``y_guide=auto`` picks the amortised guide.
+    """
+
+    def __init__(
+        self, latent_dim: int, *, scale: float = (REFERENCE_VIEW_VARIANCE / 2) ** 0.5, learn: bool = False
+    ) -> None:
+        super().__init__()
+        self._init_scale(scale, learn)
+
+    def distribution(self, content: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Laplace(content, self.scale().expand_as(content)).to_event(1)
+
+
+@VIEW_PRIORS.register(
+    "studentt",
+    help="p(z|y) = Student-t(df, y, scale) per coordinate (heavy-tailed style; df > 0); non-conjugate",
+)
+class StudentTViewPrior(ViewPrior):
+    """p(z | y) = prod_k t_df(z_k; y_k, s), ``s = scale`` fixed or learned, ``df`` fixed.
+
+    Raises:
+        ValueError: if ``df`` or ``scale`` is not a positive finite number.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        *,
+        df: float = 3.0,
+        scale: float = REFERENCE_VIEW_VARIANCE**0.5,
+        learn: bool = False,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("df", torch.tensor(_check_positive(df, "view_prior.df")))
+        self._init_scale(scale, learn)
+
+    def distribution(self, content: torch.Tensor) -> dist.TorchDistribution:
+        scale = self.scale().expand_as(content)
+        return dist.StudentT(self.df.expand_as(content), content, scale).to_event(1)
+
+
+# --- building by name ---------------------------------------------------------------------
+
+
+def _framework_args(entry: Entry, kind: str, available: dict[str, object]) -> dict[str, object]:
+    """The framework arguments (parameters without defaults) ``entry``'s factory declares."""
+    wanted = [k for k, p in entry.parameters().items() if p.default is inspect.Parameter.empty]
+    args = {}
+    for key in wanted:
+        if available.get(key) is None:
+            raise ValueError(f"{kind} {entry.name!r} needs {key}, which was not supplied")
+        args[key] = available[key]
+    return args
+
+
+def build_prior(
+    name: str | LatentPrior | dist.TorchDistribution,
+    latent_dim: int,
+    options: dict | None = None,
+    *,
+    image_shape: tuple[int, int, int] | None = None,
+) -> LatentPrior:
+    """Build a registered prior by name, or pass a ready prior through.
+
+    Args:
+        name: a registered name (see ``PRIORS``), a :class:`LatentPrior` (returned
+            as is) or a Pyro distribution (wrapped in :class:`DistributionPrior`).
+        latent_dim: size of the latent vector.
+        options: user options of the registered prior.
+        image_shape: ``(C, H, W)`` of the data, for priors that need it (``vampprior``).
+
+    Raises:
+        ValueError: for an unknown name (listing the accepted ones), a bad
+            option, or a ready prior of another ``latent_dim``.
+    """
+    if isinstance(name, (LatentPrior, TorchDistributionMixin)):
+        prior = as_prior(name)
+        if prior.latent_dim != latent_dim:
+            raise ValueError(f"the prior is over {prior.latent_dim} dimensions, but latent_dim={latent_dim}")
+        return prior
+    entry = PRIORS.entry(name)
+    framework = _framework_args(entry, "prior", {"latent_dim": latent_dim, "image_shape": image_shape})
+    return PRIORS.build(name, options, **framework)
 
 
 def build_view_prior(name: str | ViewPrior, latent_dim: int, options: dict | None = None) -> ViewPrior:

@@ -45,7 +45,7 @@ from pssl.models import sites
 from pssl.models.base import MODELS, ModelSpec, SSLModel, ViewBatch, check_num_views
 from pssl.models.encoders import GaussianEncoder
 from pssl.models.likelihoods import Likelihood, build_likelihood
-from pssl.models.priors import LatentPrior, ViewPrior, build_prior, build_view_prior
+from pssl.models.priors import LatentPrior, ViewPrior, as_prior, build_prior, build_view_prior
 from pssl.networks import build_decoder
 
 Y_GUIDES = ("exact", "plugin", "amortised")
@@ -130,7 +130,9 @@ class SimVAE(SSLModel):
     Args:
         encoder: amortised q(z | x).
         decoder: network mapping ``(..., d)`` to raw ``(..., C, H, W)`` likelihood parameters.
-        content_prior: p(y).
+        content_prior: p(y): a :class:`LatentPrior`, or any Pyro distribution over a
+            ``latent_dim`` vector (or a callable returning one), wrapped in a
+            :class:`~pssl.models.priors.DistributionPrior`.
         view_prior: p(z | y).
         likelihood: p(x | z).
         y_guide: ``exact``, ``plugin`` or ``amortised``; ``auto`` picks ``exact``
@@ -145,7 +147,7 @@ class SimVAE(SSLModel):
         self,
         encoder: GaussianEncoder,
         decoder: nn.Module,
-        content_prior: LatentPrior,
+        content_prior: LatentPrior | dist.TorchDistribution,
         view_prior: ViewPrior,
         likelihood: Likelihood,
         *,
@@ -153,6 +155,17 @@ class SimVAE(SSLModel):
         beta: float = 1.0,
     ) -> None:
         super().__init__()
+        content_prior = as_prior(content_prior)
+        if content_prior.needs_encoder:
+            raise ValueError(
+                f"{type(content_prior).__name__} is defined through the encoder q(z|x) and is a VAE prior "
+                "(model=vae); choose another p(y) for SimVAE"
+            )
+        if content_prior.latent_dim != encoder.latent_dim:
+            raise ValueError(
+                f"p(y) is over {content_prior.latent_dim} dimensions but the encoder gives latent_dim="
+                f"{encoder.latent_dim}"
+            )
         self.encoder = encoder
         self.decoder = decoder
         self.content_prior = content_prior
@@ -231,7 +244,12 @@ class SimVAE(SSLModel):
         return self.likelihood.mean(self.decoder(latent))
 
     def describe(self) -> dict[str, object]:
-        return {"y_guide": self.y_guide}
+        return {
+            "y_guide": self.y_guide,
+            "content_prior": type(self.content_prior).__name__,
+            "view_prior": type(self.view_prior).__name__,
+            "likelihood": type(self.likelihood).__name__,
+        }
 
 
 @MODELS.register("simvae", help="SimVAE: content y, per-view z ~ p(z|y), decoder p(x|z); y_guide exact/plugin/amortised")
@@ -242,9 +260,9 @@ def build_simvae(*, spec: ModelSpec, y_guide: str = "auto", beta: float = 1.0) -
     return SimVAE(
         encoder,
         decoder,
-        build_prior(spec.prior.name, spec.latent_dim, spec.prior.options),
+        build_prior(spec.prior.name, spec.latent_dim, spec.prior.options, image_shape=spec.image_shape),
         build_view_prior(spec.view_prior.name, spec.latent_dim, spec.view_prior.options),
-        build_likelihood(spec.likelihood.name, spec.likelihood.options),
+        build_likelihood(spec.likelihood.name, spec.likelihood.options, image_shape=spec.image_shape),
         y_guide=y_guide,
         beta=beta,
     )

@@ -21,12 +21,18 @@ from pssl.models import sites
 from pssl.models.base import MODELS, ModelSpec, SSLModel, ViewBatch
 from pssl.models.encoders import GaussianEncoder
 from pssl.models.likelihoods import Likelihood, build_likelihood
-from pssl.models.priors import LatentPrior, build_prior
+from pssl.models.priors import LatentPrior, as_prior, build_prior
 from pssl.networks import build_decoder
 
 
 class VAE(SSLModel):
-    """A VAE over views, as a Pyro model/guide pair. ``beta`` scales the latent sites."""
+    """A VAE over views, as a Pyro model/guide pair. ``beta`` scales the latent sites.
+
+    ``prior`` is a proper :class:`LatentPrior` or any Pyro distribution over a
+    ``latent_dim`` vector (wrapped in a :class:`~pssl.models.priors.DistributionPrior`).
+    A prior defined through the encoder (``needs_encoder``, the VampPrior) is
+    bound to this model's encoder here.
+    """
 
     generative = True
     min_views = 1
@@ -35,12 +41,20 @@ class VAE(SSLModel):
         self,
         encoder: GaussianEncoder,
         decoder: nn.Module,
-        prior: LatentPrior,
+        prior: LatentPrior | dist.TorchDistribution,
         likelihood: Likelihood,
         *,
         beta: float = 1.0,
     ) -> None:
         super().__init__()
+        prior = as_prior(prior)
+        if prior.latent_dim != encoder.latent_dim:
+            raise ValueError(
+                f"p(z) is over {prior.latent_dim} dimensions but the encoder gives "
+                f"latent_dim={encoder.latent_dim}"
+            )
+        if prior.needs_encoder:
+            prior.bind(encoder)
         if not prior.proper:
             raise ValueError(f"a VAE needs a proper prior p(z); {type(prior).__name__} is improper")
         if not beta > 0 or not math.isfinite(beta):
@@ -82,6 +96,9 @@ class VAE(SSLModel):
         latent = self.prior.distribution((num_samples,)).sample()
         return self.likelihood.mean(self.decoder(latent))
 
+    def describe(self) -> dict[str, object]:
+        return {"prior": type(self.prior).__name__, "likelihood": type(self.likelihood).__name__}
+
 
 @MODELS.register("vae", help="plain VAE on the same augmented views: z ~ p(z) per view, no content latent")
 def build_vae(*, spec: ModelSpec, beta: float = 1.0) -> VAE:
@@ -90,7 +107,7 @@ def build_vae(*, spec: ModelSpec, beta: float = 1.0) -> VAE:
     return VAE(
         encoder,
         decoder,
-        build_prior(spec.prior.name, spec.latent_dim, spec.prior.options),
-        build_likelihood(spec.likelihood.name, spec.likelihood.options),
+        build_prior(spec.prior.name, spec.latent_dim, spec.prior.options, image_shape=spec.image_shape),
+        build_likelihood(spec.likelihood.name, spec.likelihood.options, image_shape=spec.image_shape),
         beta=beta,
     )

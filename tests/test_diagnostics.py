@@ -1,0 +1,518 @@
+"""Posterior diagnostics against exact answers.
+
+The importance-sampling checks use the linear-Gaussian SimVAE of test_simvae.py:
+    y ~ N(0, s^2 I),  z_j | y ~ N(y, sigma^2 I),  x_j | z_j ~ N(W z_j + b, tau^2 I),
+whose log p(x_1..J) and posterior are exact. The exact posterior factorises as
+    p(y | x_1..J) prod_j p(z_j | y, x_j),
+with x_j | y ~ N(W y + b, C), C = sigma^2 W W^T + tau^2 I, so
+    p(y | x) = N(P_y^-1 W^T C^-1 sum_j (x_j - b), P_y^-1),   P_y = I / s^2 + J W^T C^-1 W,
+    p(z_j | y, x_j) = N(P_z^-1 (y / sigma^2 + W^T (x_j - b) / tau^2), P_z^-1),
+    P_z = I / sigma^2 + W^T W / tau^2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from pssl.augment import ViewAugmenter
+from pssl.config import Component, Config
+from pssl.data import load_dataset
+from pssl.diagnostics import (
+    collapse_summary,
+    compare_structure,
+    diagnose,
+    diagnose_run,
+    effective_rank,
+    evidence_summary,
+    importance_sample,
+    pareto_summary,
+    read_netcdf,
+    representation_structure,
+    structure_metrics,
+    to_inference_data,
+    write_netcdf,
+)
+from pssl.diagnostics.importance import arviz, bits_per_dim, khat_threshold
+from pssl.diagnostics.report import markdown
+from pssl.inference.train import train
+from pssl.models import sites
+from pssl.models.base import ViewBatch
+from pssl.models.likelihoods import GaussianLikelihood
+from pssl.models.priors import FlatPrior, GaussianPrior, GaussianViewPrior
+from pssl.models.simvae import SimVAE
+from pssl.models.vae import VAE
+
+matplotlib.use("Agg")
+
+D, LATENT, PRIOR_SCALE, VIEW_SCALE, NOISE = 3, 2, 1.3, 0.6, 0.4
+NUM_VIEWS = 2
+
+
+@pytest.fixture(autouse=True)
+def double_precision():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+# --- the linear-Gaussian SimVAE (as in test_simvae.py) ------------------------------------
+
+
+class LinearDecoder(nn.Module):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.weight, self.bias = weight, bias
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = z @ self.weight.T + self.bias
+        return out.reshape(*z.shape[:-1], 1, 1, self.weight.shape[0])
+
+
+class LinearEncoder(nn.Module):
+    """q(z_j | x_j) = N(A x_j + c, diag(scale^2)), fixed."""
+
+    def __init__(self, A: torch.Tensor, c: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.A, self.c, self.scale = A, c, scale
+        self.latent_dim = A.shape[0]
+        self.anchor = nn.Parameter(torch.zeros(()))  # so the model has a parameter (device lookup)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.reshape(*x.shape[:-3], self.A.shape[1])
+        loc = flat @ self.A.T + self.c
+        return loc, self.scale.expand_as(loc)
+
+
+def make_model() -> SimVAE:
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(D, LATENT, generator=gen)
+    bias = torch.randn(D, generator=gen)
+    A = torch.randn(LATENT, D, generator=gen) * 0.3
+    encoder = LinearEncoder(A, torch.zeros(LATENT), torch.full((LATENT,), 0.5))
+    model = SimVAE(
+        encoder,
+        LinearDecoder(weight, bias),
+        GaussianPrior(LATENT, scale=PRIOR_SCALE),
+        GaussianViewPrior(LATENT, scale=VIEW_SCALE),
+        GaussianLikelihood(std=NOISE, link="identity", scale=50.0),  # tempering must not enter log p(x)
+        y_guide="exact",
+        beta=0.3,  # nor must beta
+    )
+    return model.double()
+
+
+def joint_moments(model: SimVAE, num_views: int) -> tuple[torch.Tensor, torch.Tensor]:
+    W, b = model.decoder.weight, model.decoder.bias
+    eye_j, eye_d = torch.eye(num_views), torch.eye(LATENT)
+    cov_z = PRIOR_SCALE**2 * torch.kron(torch.ones(num_views, num_views), eye_d) + VIEW_SCALE**2 * torch.kron(
+        eye_j, eye_d
+    )
+    big_w = torch.kron(eye_j, W)
+    cov_x = big_w @ cov_z @ big_w.T + NOISE**2 * torch.eye(num_views * D)
+    return b.repeat(num_views), cov_x
+
+
+def sample_data(model: SimVAE, num_items: int, seed: int = 0) -> torch.Tensor:
+    mean_x, cov_x = joint_moments(model, NUM_VIEWS)
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(num_items, mean_x.shape[0], generator=gen)
+    x = mean_x + noise @ torch.linalg.cholesky(cov_x).T
+    return x.reshape(num_items, NUM_VIEWS, 1, 1, D)
+
+
+def exact_log_evidence(model: SimVAE, views: torch.Tensor) -> torch.Tensor:
+    mean_x, cov_x = joint_moments(model, views.shape[1])
+    return dist.MultivariateNormal(mean_x, cov_x).log_prob(views.reshape(views.shape[0], -1))
+
+
+def posterior_guide(model: SimVAE, *, std_factor: float = 1.0, shift: float = 0.0):
+    """The exact posterior p(y | x) prod_j p(z_j | y, x_j), its std scaled by ``std_factor``
+    and its means shifted by ``shift`` posterior standard deviations."""
+    W, b = model.decoder.weight, model.decoder.bias
+    C = VIEW_SCALE**2 * W @ W.T + NOISE**2 * torch.eye(D)
+    C_inv = torch.linalg.inv(C)
+    eye = torch.eye(LATENT)
+
+    def guide(batch: ViewBatch) -> None:
+        x = batch.views.reshape(batch.batch_size, batch.num_views, D) - b
+        P_y = eye / PRIOR_SCALE**2 + batch.num_views * W.T @ C_inv @ W
+        cov_y = torch.linalg.inv(P_y)
+        mean_y = (x.sum(1) @ C_inv @ W) @ cov_y  # cov_y symmetric
+        P_z = eye / VIEW_SCALE**2 + W.T @ W / NOISE**2
+        cov_z = torch.linalg.inv(P_z)
+        tril_y = torch.linalg.cholesky(cov_y) * std_factor
+        tril_z = torch.linalg.cholesky(cov_z) * std_factor
+        with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
+            loc_y = mean_y[:, None] + shift * torch.diagonal(cov_y).sqrt()
+            y = pyro.sample(sites.CONTENT, dist.MultivariateNormal(loc_y, scale_tril=tril_y))
+            loc_z = (y / VIEW_SCALE**2 + x @ W / NOISE**2) @ cov_z + shift * torch.diagonal(cov_z).sqrt()
+            with pyro.plate(sites.VIEWS, batch.num_views, dim=sites.VIEWS_DIM):
+                pyro.sample(sites.VIEW_LATENT, dist.MultivariateNormal(loc_z, scale_tril=tril_z))
+
+    return guide
+
+
+def model_with_guide(**guide_options) -> SimVAE:
+    model = make_model()
+    model.guide = posterior_guide(model, **guide_options)
+    return model
+
+
+# --- importance sampling -------------------------------------------------------------------
+
+
+def test_exact_posterior_gives_exact_log_evidence_and_small_khat() -> None:
+    model = model_with_guide()
+    views = sample_data(model, 12)
+    samples = importance_sample(model, views, num_samples=50, seed=0)
+    exact = exact_log_evidence(model, views)
+    # With the exact posterior the weight p(x, z, y) / q(z, y | x) = p(x) for every draw, with
+    # the likelihood's tempering scale (50) and beta (0.3) left out as they must be.
+    torch.testing.assert_close(samples.log_weights, exact.expand(50, -1), rtol=1e-9, atol=1e-9)
+    summary, khat, ess = pareto_summary(samples)
+    assert (khat < 0.5).all()
+    torch.testing.assert_close(torch.as_tensor(ess), torch.full((12,), 50.0))
+    evidence = evidence_summary(samples, eight_bit=False)
+    assert evidence["log_px_iwae_nats"] == pytest.approx(float(exact.mean()), abs=1e-9)
+    assert evidence["iwae_minus_elbo_nats"] == pytest.approx(0.0, abs=1e-9)
+    assert evidence["bits_per_dim"] == pytest.approx(-float(exact.mean()) / (NUM_VIEWS * D * math.log(2)))
+
+
+def test_iwae_converges_to_exact_log_evidence() -> None:
+    # An over-dispersed, shifted guide: bounded weights, so the IS estimate converges.
+    model = model_with_guide(std_factor=1.5, shift=0.5)
+    views = sample_data(model, 20)
+    exact = exact_log_evidence(model, views)
+    errors = {}
+    for k in (1, 1000):
+        samples = importance_sample(model, views, num_samples=k, seed=1)
+        iwae = torch.logsumexp(samples.log_weights, 0) - math.log(k)
+        errors[k] = float((iwae - exact).abs().mean())
+    assert errors[1000] < errors[1] / 10
+    assert errors[1000] < 0.1  # nats per item; seeded (measured 0.046; K = 1: 3.2)
+    _, khat, _ = pareto_summary(samples)
+    assert (khat < 0.5).all()  # a wider proposal: light-tailed ratios
+
+
+def test_iwae_is_below_log_evidence_on_average() -> None:
+    model = model_with_guide(std_factor=1.5, shift=0.5)
+    views = sample_data(model, 20)
+    exact = exact_log_evidence(model, views)
+    for k, must_be_below in ((3, False), (1, True)):
+        diffs = []
+        for seed in range(10):
+            samples = importance_sample(model, views, num_samples=k, seed=seed)
+            diffs.append(torch.logsumexp(samples.log_weights, 0) - math.log(k) - exact)
+        diffs = torch.stack(diffs).flatten()
+        se = float(diffs.std() / math.sqrt(diffs.numel()))
+        # Jensen: E[IWAE_K] <= log p(x). One-sided, 3 standard errors (seeded).
+        assert float(diffs.mean()) <= 3 * se
+        if must_be_below:  # the K = 1 bound (the ELBO) is clearly below: the check has power
+            assert float(diffs.mean()) < -3 * se
+
+
+def test_over_narrow_guide_has_large_khat() -> None:
+    model = model_with_guide(std_factor=0.1)
+    views = sample_data(model, 12)
+    summary, khat, ess = pareto_summary(importance_sample(model, views, num_samples=200, seed=0))
+    assert np.median(khat) > 0.7
+    assert summary["share_above_0_7"] >= 0.75
+    assert summary["share_above_threshold"] >= summary["share_above_0_7"]
+    assert summary["ess_fraction_mean"] < 0.2
+
+
+def test_simvae_amortised_guide_log_weights_match_independent_computation() -> None:
+    model = make_model()
+    views = sample_data(model, 5)
+    samples = importance_sample(model, views, num_samples=4, seed=3)
+    # Recompute from the stored draws: log p(y) + sum_j [log p(z_j | y) + log p(x_j | z_j) - log q(z_j | x_j)]
+    #  - log q(y | z), with no scales.
+    z, y = samples.latents["z"].double(), samples.latents["y"].double()
+    loc, scale = model.encoder(views)
+    W, b = model.decoder.weight, model.decoder.bias
+    log_p = (
+        dist.Normal(0.0, PRIOR_SCALE).log_prob(y).sum(-1)
+        + dist.Normal(y[:, :, None], VIEW_SCALE).log_prob(z).sum((-1, -2))
+        + dist.Normal(z @ W.T + b, NOISE).log_prob(views.reshape(5, NUM_VIEWS, D)).sum((-1, -2))
+    )
+    log_q_z = dist.Normal(loc, scale).log_prob(z).sum((-1, -2))
+    precision = 1 / PRIOR_SCALE**2 + NUM_VIEWS / VIEW_SCALE**2
+    post_mean = (NUM_VIEWS / VIEW_SCALE**2) / precision * z.mean(-2)
+    log_q_y = dist.Normal(post_mean, precision**-0.5).log_prob(y).sum(-1)
+    # z and y were stored in float32.
+    torch.testing.assert_close(samples.log_weights, log_p - log_q_z - log_q_y, rtol=1e-5, atol=1e-4)
+
+
+def test_chunking_does_not_change_the_draws_statistics() -> None:
+    model = make_model()
+    views = sample_data(model, 6)
+    whole = importance_sample(model, views, num_samples=8, seed=0)
+    chunked = importance_sample(model, views, num_samples=8, seed=0, max_images_per_pass=6)
+    assert chunked.log_weights.shape == whole.log_weights.shape
+    assert torch.isfinite(chunked.log_weights).all()
+    assert chunked.latents["z"].shape == whole.latents["z"].shape == (8, 6, NUM_VIEWS, LATENT)
+    # Analytic KL depends only on the guide's parameters, not on the draws or the chunking.
+    torch.testing.assert_close(chunked.kl_per_dim, whole.kl_per_dim)
+
+
+# --- posterior collapse ----------------------------------------------------------------------
+
+
+def test_dead_latent_dimensions_are_not_active() -> None:
+    latent = 5
+    gen = torch.Generator().manual_seed(4)
+    A = torch.randn(latent, D, generator=gen)
+    A[[1, 3, 4]] = 0.0  # the mean of these dims ignores x
+    encoder = LinearEncoder(A, torch.zeros(latent), torch.ones(latent))
+    encoder.scale = torch.tensor([0.3, 1.0, 0.3, 1.0, 1.0])
+    model = VAE(
+        encoder,
+        LinearDecoder(torch.randn(D, latent, generator=gen), torch.zeros(D)),
+        GaussianPrior(latent),
+        GaussianLikelihood(std=NOISE, link="identity"),
+    ).double()
+    views = torch.randn(40, 2, 1, 1, D, generator=gen)
+    samples = importance_sample(model, views, num_samples=4, seed=0)
+    collapse = collapse_summary(samples)
+    assert collapse["active_units"] == 2
+    assert collapse["active_dims"] == [0, 2]
+    assert collapse["kl_reference"] == "prior"
+    kl = torch.tensor(collapse["kl_per_dim"])
+    # Dead dims: q = N(0, 1) = p(z) exactly, so KL = 0; live dims carry information.
+    torch.testing.assert_close(kl[[1, 3, 4]], torch.zeros(3), atol=1e-6, rtol=0)
+    assert (kl[[0, 2]] > 0.5).all()
+    # The analytic KL of a live dim agrees with a direct computation.
+    loc = views.reshape(-1, D) @ A[0]
+    expected = (math.log(1 / 0.3) + (0.3**2 + loc.pow(2)) / 2 - 0.5).mean()
+    assert kl[0] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_simvae_kl_uses_marginal_prior_of_one_view() -> None:
+    model = make_model()
+    views = sample_data(model, 10)
+    samples = importance_sample(model, views, num_samples=2, seed=0)
+    assert samples.kl_reference == "marginal"
+    loc, scale = model.encoder(views)
+    marginal = math.sqrt(PRIOR_SCALE**2 + VIEW_SCALE**2)
+    expected = (torch.log(marginal / scale) + (scale**2 + loc**2) / (2 * marginal**2) - 0.5).mean((0, 1))
+    torch.testing.assert_close(samples.kl_per_dim.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+# --- ArviZ ------------------------------------------------------------------------------------
+
+
+def test_inference_data_round_trips_and_works_with_arviz(tmp_path: Path) -> None:
+    az = arviz()
+    model = make_model()
+    views = sample_data(model, 8)
+    samples = importance_sample(model, views, num_samples=40, seed=0)
+    _, khat, ess = pareto_summary(samples)
+    idata = to_inference_data(samples, khat=khat, ess=ess, attrs={"model": "linear"})
+    path = write_netcdf(idata, tmp_path / "diagnostics.nc")
+    back = read_netcdf(path)
+    assert set(back.groups()) >= {"posterior", "log_likelihood", "posterior_predictive", "observed_data"}
+    assert back.posterior["z"].dims == ("chain", "draw", "item", "view", "latent")
+    assert back.posterior["z"].shape == (1, 40, 8, NUM_VIEWS, LATENT)
+    assert back.posterior["y"].dims == ("chain", "draw", "item", "latent")
+    np.testing.assert_allclose(back.log_likelihood["x"].values[0], samples.log_weights.numpy())
+    np.testing.assert_allclose(back.importance_sampling["khat"].values, khat)
+    assert "NOT leave-one-out" in back.log_likelihood.attrs["note"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = az.summary(back, var_names=["z"])
+        assert len(summary) == 8 * NUM_VIEWS * LATENT
+        az.plot_khat(back.importance_sampling["khat"].values)
+        az.plot_ppc(back, num_pp_samples=10, random_seed=0)
+        shifted = back.copy()
+        shifted.log_likelihood["x"] = shifted.log_likelihood["x"] - 1.0
+        table = az.compare({"model": back, "worse": shifted}, ic="waic")
+        waic = az.waic(back, pointwise=True)
+    assert list(table.index) == ["model", "worse"]
+    # waic's lppd over log importance weights is the IWAE estimate (summed over items).
+    iwae = torch.logsumexp(samples.log_weights, 0) - math.log(40)
+    assert float(waic.elpd_waic + waic.p_waic) == pytest.approx(float(iwae.sum()), rel=1e-6)
+    matplotlib.pyplot.close("all")
+
+
+# --- representation structure ------------------------------------------------------------------
+
+
+def test_structure_of_identical_views_and_item_independent_views() -> None:
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randn(400, 1, 6, generator=gen)
+    identical = structure_metrics(items.expand(400, 3, 6))
+    assert identical["within_to_across"] == pytest.approx(0.0, abs=1e-12)
+    assert identical["alignment"] == pytest.approx(0.0, abs=1e-12)
+    independent = structure_metrics(torch.randn(400, 3, 6, generator=gen))
+    assert independent["within_to_across"] == pytest.approx(1.0, abs=0.08)
+    # The SimVAE prior's own draws: ratio sigma^2 / (s^2 + sigma^2), item effect sigma^2 / s^2.
+    y = torch.randn(3000, 1, 6, generator=gen)
+    z = y + math.sqrt(0.15) * torch.randn(3000, 3, 6, generator=gen)
+    prior = structure_metrics(z)
+    assert prior["within_to_across"] == pytest.approx(0.15 / 1.15, rel=0.05)
+    assert prior["within_to_item_effect"] == pytest.approx(0.15, rel=0.05)
+    # Uniformity: features spread over the sphere are more uniform (lower) than clustered ones.
+    clustered = structure_metrics(1.0 + 0.1 * torch.randn(100, 2, 6, generator=gen))
+    assert independent["uniformity"] < clustered["uniformity"] - 1.0
+
+
+def test_effective_rank_of_isotropic_and_rank_one_features() -> None:
+    gen = torch.Generator().manual_seed(1)
+    isotropic = torch.randn(5000, 8, generator=gen)
+    assert effective_rank(isotropic) == pytest.approx(8.0, rel=0.02)
+    rank_one = torch.randn(500, 1, generator=gen) * torch.randn(1, 8, generator=gen)
+    assert effective_rank(rank_one) == pytest.approx(1.0, abs=1e-6)
+
+
+class ViewEncoder(nn.Module):
+    """A discriminative-style method: encode only."""
+
+    generative = False
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1) @ self.weight
+
+
+def test_representation_structure_for_an_encoder_and_compare_plot(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(2)
+    method = ViewEncoder(torch.randn(16, 4, generator=gen))
+    images = torch.rand(30, 1, 4, 4, generator=gen)
+    result = representation_structure(
+        method, images, ViewAugmenter.identity(), 2, torch.Generator().manual_seed(0)
+    )
+    assert result["within_to_across"] == pytest.approx(0.0, abs=1e-12)  # identity views
+    assert result["prior_within_to_across"] is None
+    simvae = representation_structure(
+        make_model(),
+        sample_data(make_model(), 30)[:, 0],
+        ViewAugmenter.identity(),
+        2,
+        torch.Generator().manual_seed(0),
+    )
+    assert simvae["prior_within_to_across"] == pytest.approx(VIEW_SCALE**2 / (PRIOR_SCALE**2 + VIEW_SCALE**2))
+    assert simvae["prior_within_to_item_effect"] == pytest.approx(VIEW_SCALE**2 / PRIOR_SCALE**2)
+    path = compare_structure({"encoder": result, "simvae": {"structure": simvae}}, tmp_path / "structure.png")
+    assert path.is_file() and path.stat().st_size > 0
+    with pytest.raises(ValueError, match="num_views"):
+        representation_structure(method, images, ViewAugmenter.identity(), 1, torch.Generator())
+
+
+def test_diagnose_a_discriminative_method_writes_structure_only(tmp_path: Path) -> None:
+    method = ViewEncoder(torch.randn(16, 4, generator=torch.Generator().manual_seed(3)))
+    images = (torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(4)) * 255).to(torch.uint8)
+    out = diagnose(
+        method, images, augmenter=ViewAugmenter.identity(), num_views=2, out_dir=tmp_path, name="enc"
+    )
+    assert set(out["readings"]) == {"structure"}
+    assert "log_evidence" not in out
+    assert (tmp_path / "diagnostics_structure.png").is_file()
+    written = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert written["structure"]["prior_within_to_across"] is None
+    assert not (tmp_path / "diagnostics.nc").exists()
+
+
+def test_point_mass_y_guide_and_flat_prior_are_flagged() -> None:
+    plugin = make_model()
+    plugin.y_guide = "plugin"
+    samples = importance_sample(plugin, sample_data(plugin, 4), num_samples=3, seed=0)
+    evidence = evidence_summary(samples, eight_bit=False)
+    assert not evidence["is_bound"] and evidence["point_mass_sites"] == ["y"]
+    flat = make_model()
+    flat.content_prior = FlatPrior(LATENT).double()
+    samples = importance_sample(flat, sample_data(flat, 4), num_samples=3, seed=0)
+    # Flat p(y): no proper marginal for one view; the KL is to p(z | y) at the guide's y (Monte Carlo).
+    assert samples.kl_reference == "conditional"
+    assert samples.view_marginal.within_to_across_ratio() == 0.0
+
+
+# --- conventions ------------------------------------------------------------------------------
+
+
+def test_bits_per_dim_dequantisation_convention() -> None:
+    assert bits_per_dim(100 * math.log(2), 100, continuous=False, eight_bit=True) == pytest.approx(1.0)
+    # A density on 8-bit data scaled as k / 255: + log 255 per dimension (the bin probability).
+    assert bits_per_dim(100 * math.log(2), 100, continuous=True, eight_bit=True) == pytest.approx(
+        1 + math.log2(255)
+    )
+    # With the model's likelihood object the library's convention decides, and agrees.
+    gaussian = GaussianLikelihood(std=0.1)
+    assert bits_per_dim(
+        100 * math.log(2), 100, continuous=False, eight_bit=True, likelihood=gaussian
+    ) == pytest.approx(1 + math.log2(255))
+    assert bits_per_dim(100 * math.log(2), 100, continuous=True, eight_bit=False) == pytest.approx(1.0)
+    assert khat_threshold(100) == pytest.approx(0.5)
+    assert khat_threshold(10**6) == pytest.approx(0.7)
+
+
+def test_diagnose_readings_for_an_over_narrow_guide() -> None:
+    model = model_with_guide(std_factor=0.1)
+    images = sample_data(model, 10)[:, 0]
+    out = diagnose(model, images, augmenter=ViewAugmenter.identity(), num_views=2, num_samples=50)
+    assert set(out["readings"]) == {"log_evidence", "khat", "collapse", "predictive", "structure"}
+    assert out["readings"]["khat"].startswith("k-hat above 0.7 for")
+    assert "nats per item" in out["readings"]["log_evidence"]
+    # Identity views: both views of an item are equal, so their representations are too.
+    assert out["structure"]["within_to_across"] == pytest.approx(0.0, abs=1e-12)
+    text = markdown(out)
+    assert out["readings"]["khat"] in text and "| bits per dimension |" in text
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+
+def test_diagnose_run_end_to_end(tmp_path: Path) -> None:
+    torch.set_default_dtype(torch.float32)
+    data = load_dataset("digits", {"limit": 128}, seed=0)
+    config = Config(
+        model=Component("simvae"),
+        data=Component("digits", {"limit": 128}),
+        encoder=Component("mlp", {"hidden": "32,16"}),
+        decoder=Component("mlp", {"hidden": "16,32"}),
+        latent_dim=4,
+        batch_size=32,
+        epochs=1,
+        lr=1e-3,
+        out=str(tmp_path / "run"),
+        progress=False,
+        device="cpu",
+    )
+    train(config, data=data)
+    out = diagnose_run(tmp_path / "run", num_samples=20, max_items=16)
+    run = tmp_path / "run"
+    for name in (
+        "diagnostics.json",
+        "diagnostics.md",
+        "diagnostics.nc",
+        "diagnostics_khat.png",
+        "diagnostics_ppc.png",
+        "diagnostics_latents.png",
+        "diagnostics_prior_samples.png",
+        "diagnostics_structure.png",
+    ):
+        assert (run / name).is_file(), name
+    written = json.loads((run / "diagnostics.json").read_text())
+    assert written["num_items"] == 16 and written["num_samples"] == 20
+    assert written["log_evidence"]["dims_per_item"] == 2 * 64
+    assert written["collapse"]["latent_dim"] == 4
+    assert math.isfinite(written["log_evidence"]["log_px_iwae_nats"])
+    assert written["log_evidence"]["iwae_minus_elbo_nats"] >= 0
+    assert out["readings"].keys() == written["readings"].keys()
+    idata = read_netcdf(run / "diagnostics.nc")
+    assert idata.posterior["z"].shape == (1, 20, 16, 2, 4)
+    matplotlib.pyplot.close("all")
