@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> float:
         splits.test.labels,
     )
     print(
-        f"linear probe test accuracy: {probe.accuracy:.3f} (regularisation chosen on validation: {probe.selected})"
+        f"linear probe test accuracy: {probe.accuracy:.3f} (chosen on validation: {probe.selected})"
     )
     return probe.accuracy
 

@@ -51,7 +51,9 @@ COMMANDS = {
     "train": "train a method and evaluate it (key=value overrides; resume=true continues a run)",
     "resume": "continue an interrupted run: pssl resume RUN_DIR [epochs=N]",
     "evaluate": "evaluate a finished run: pssl evaluate RUN_DIR (writes RUN_DIR/metrics.json)",
-    "demo": "train SimVAE and the plain VAE on the embedded digits and print a probe table",
+    "demo": "a small comparison on embedded data (digits, styled-digits): SimVAE, VAE, SimCLR, VicREG",
+    "compare": "train and evaluate models over seeds: pssl compare models=simvae,vae seeds=0,1,2 out=DIR",
+    "diagnose": "posterior diagnostics of a run: pssl diagnose RUN_DIR (IWAE, PSIS k-hat, collapse, PPC)",
     "list": "list every model, data set, prior, likelihood, network and augmentation name",
 }
 
@@ -60,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pssl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Probabilistic self-supervised learning: SimVAE, VAE and discriminative SSL as Pyro inference.",
+        description="Probabilistic self-supervised learning: SimVAE, VAE and discriminative SSL "
+        "as Pyro inference.",
         epilog="commands:\n"
         + "\n".join(f"  {name:<10s} {text}" for name, text in COMMANDS.items())
         + "\n\n"
@@ -93,6 +96,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo = sub.add_parser("demo", help=COMMANDS["demo"])
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    compare = sub.add_parser(
+        "compare",
+        help=COMMANDS["compare"],
+        description="Train and evaluate every (model, seed); finished pairs are reused, interrupted ones "
+        "resumed. Writes OUT/results.csv, OUT/results.md (mean and 95%% interval across seeds) "
+        "and OUT/report.md.",
+    )
+    compare.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="models=a,b seeds=0,1 probes=linear,... out=DIR, plus train overrides",
+    )
+    diagnose = sub.add_parser("diagnose", help=COMMANDS["diagnose"])
+    diagnose.add_argument("run_dir")
+    diagnose.add_argument("--num-samples", type=int, default=100, help="importance samples K per item")
+    diagnose.add_argument("--max-items", type=int, default=256, help="test items to diagnose")
+    diagnose.add_argument("--device", default="cpu")
     sub.add_parser("list", help=COMMANDS["list"])
     return parser
 
@@ -121,7 +142,9 @@ def cmd_resume(run_dir: str, overrides: list[str]) -> int:
         raise FileNotFoundError(f"{config_file} not found: {run_dir} is not a pssl run directory")
     raw = json.loads(config_file.read_text())
     raw.pop("resolved", None)
-    config = apply_overrides(Config.from_dict(raw), {"out": str(run_dir), "resume": "true", **parse_overrides(overrides)})
+    config = apply_overrides(
+        Config.from_dict(raw), {"out": str(run_dir), "resume": "true", **parse_overrides(overrides)}
+    )
     metrics = run_experiment(config)
     _print_summary(metrics, Path(run_dir))
     return 0
@@ -142,9 +165,31 @@ def cmd_demo(overrides: list[str]) -> int:
     return 0
 
 
+def cmd_compare(overrides: list[str]) -> int:
+    from pssl.compare import run_compare
+
+    run_compare(overrides)
+    return 0
+
+
+def cmd_diagnose(run_dir: str, num_samples: int, max_items: int, device: str) -> int:
+    from pssl.diagnostics import diagnose_run
+
+    result = diagnose_run(run_dir, num_samples=num_samples, max_items=max_items, device=device)
+    readings = result.get("readings", {})
+    for name, line in readings.items() if isinstance(readings, dict) else enumerate(readings):
+        print(f"- {name}: {line}")
+    print(f"diagnostics written to {run_dir} (diagnostics.json, diagnostics.md, diagnostics.nc, *.png)")
+    return 0
+
+
 def _print_summary(metrics: dict, run_dir: Path | None) -> None:
     content = metrics.get("content", {})
-    parts = [f"{name} {res['accuracy']:.4f}" for name, res in content.items() if isinstance(res, dict) and "accuracy" in res]
+    parts = [
+        f"{name} {res['accuracy']:.4f}"
+        for name, res in content.items()
+        if isinstance(res, dict) and "accuracy" in res
+    ]
     training = metrics.get("training", {})
     if training:
         print(
@@ -174,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args.run_dir, args.device, args.probes)
         if args.command == "demo":
             return cmd_demo(args.overrides)
+        if args.command == "compare":
+            return cmd_compare(args.overrides)
+        if args.command == "diagnose":
+            return cmd_diagnose(args.run_dir, args.num_samples, args.max_items, args.device)
         if args.command == "list":
             print(catalogue())
             return 0

@@ -1,0 +1,414 @@
+"""``pssl compare``: train and evaluate several methods over several seeds, then report.
+
+For every (model, seed) pair the run goes to ``OUT/<model>-seed<seed>``; a pair
+whose ``metrics.json`` exists for the same configuration is reused, and an
+interrupted pair resumes from its last checkpoint. The outputs are
+
+* ``results.csv``: one row per run, every scalar metric flattened to a column;
+* ``results.md``: a table per metric of the mean and a 95% interval across seeds
+  (Student-t: ``mean +- t_{0.975, n-1} * sd / sqrt(n)``; no interval for one seed);
+* ``report.md``: the tables and figures — bar charts of content and style scores,
+  a 2-D embedding (PCA) of each method's test representations coloured by class and
+  by each style factor, the reconstructions and prior samples of generative
+  methods, and loss curves.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pssl.config import Config, ConfigError, apply_overrides, parse_overrides
+from pssl.inference.checkpoint import list_checkpoints
+
+FULL_PROBES = ("linear", "mlp", "knn", "cluster")
+
+
+@dataclasses.dataclass
+class ComparePlan:
+    """What ``pssl compare`` was asked to do."""
+
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    base: Config
+    out: Path
+    probes: tuple[str, ...] = FULL_PROBES
+
+
+def parse_compare(tokens: list[str]) -> ComparePlan:
+    """Read ``models=a,b seeds=0,1 out=DIR`` plus any training overrides.
+
+    Raises:
+        ConfigError: for missing ``models``, malformed seeds, or bad overrides.
+    """
+    models: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    probes = FULL_PROBES
+    rest: list[str] = []
+    out = Path("runs/compare")
+    for token in tokens:
+        key, _, value = token.partition("=")
+        if key == "models":
+            models = tuple(m.strip() for m in value.split(",") if m.strip())
+        elif key == "seeds":
+            try:
+                seeds = tuple(int(s) for s in value.split(",") if s.strip())
+            except ValueError:
+                raise ConfigError(f"seeds must be comma-separated integers, got {value!r}") from None
+        elif key == "probes":
+            probes = tuple(p.strip() for p in value.split(",") if p.strip())
+        elif key == "out":
+            out = Path(value)
+        else:
+            rest.append(token)
+    if not models:
+        raise ConfigError("compare needs models=NAME,NAME,... (see `pssl list` for the names)")
+    if not seeds:
+        raise ConfigError("compare needs at least one seed (seeds=0,1,2)")
+    from pssl.models import MODELS
+
+    for name in models:
+        MODELS.entry(name)  # unknown names fail before any training
+    base = apply_overrides(Config(progress=False), parse_overrides(rest))
+    return ComparePlan(models=models, seeds=seeds, base=base, out=out, probes=probes)
+
+
+def run_config(plan: ComparePlan, model: str, seed: int) -> Config:
+    config = apply_overrides(plan.base, {"model": model, "seed": str(seed)})
+    return dataclasses.replace(config, out=str(plan.out / f"{model}-seed{seed}"))
+
+
+def _same_config(run_dir: Path, config: Config) -> bool:
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    saved.pop("resolved", None)
+    mine = config.to_dict()
+    ignore = ("resume", "progress", "device")
+    return all(
+        saved.get(k) == v or saved.get(k, {}) == v
+        for k, v in mine.items()
+        if k not in ignore and v is not None
+    )
+
+
+def run_pair(plan: ComparePlan, model: str, seed: int) -> tuple[dict[str, Any], str]:
+    """Train and evaluate one pair, reusing or resuming earlier work. Returns (metrics, what was done)."""
+    from pssl.experiment import finish_run, run_experiment
+    from pssl.inference.train import load_run
+
+    config = run_config(plan, model, seed)
+    run_dir = Path(config.out)
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file() and _same_config(run_dir, config):
+        metrics = json.loads(metrics_file.read_text())
+        if metrics.get("training", {}).get("epochs") == config.epochs:
+            return metrics, "reused"
+    if list_checkpoints(run_dir):
+        if not _same_config(run_dir, config):
+            raise ConfigError(
+                f"{run_dir} holds a run with another configuration; choose another out= for this comparison"
+            )
+        try:
+            result = load_run(run_dir, device=config.device if config.device != "auto" else "cpu")
+            finished = result.epochs and result.epochs[-1]["epoch"] >= config.epochs
+        except Exception:
+            finished = False
+        if finished:
+            return finish_run(result, probes=plan.probes, augmentation_style=True), "evaluated"
+        return run_experiment(
+            dataclasses.replace(config, resume=True), probes=plan.probes, augmentation_style=True
+        ), "resumed"
+    return run_experiment(config, probes=plan.probes, augmentation_style=True), "trained"
+
+
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Scalar leaves of a nested metrics dict as ``a.b.c`` columns (hyperparameters left out)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if key in ("protocol", "selected", "final_terms_nats_per_item") and prefix.count(".") < 3:
+            if key != "final_terms_nats_per_item":
+                continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, (int, float)) and value is not None:
+            flat[name] = float(value)
+    return flat
+
+
+def t_quantile_975(dof: int) -> float:
+    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
+
+
+def summarise(rows: list[dict[str, Any]], metric: str) -> dict[str, tuple[float, float, int]]:
+    """Per model: (mean, half-width of the 95% interval, number of seeds) of one metric."""
+    by_model: dict[str, list[float]] = {}
+    for row in rows:
+        value = row.get(metric)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            by_model.setdefault(row["model"], []).append(float(value))
+    out = {}
+    for model, values in by_model.items():
+        n = len(values)
+        mean = sum(values) / n
+        if n > 1:
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+            half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+        else:
+            half = math.nan
+        out[model] = (mean, half, n)
+    return out
+
+
+def headline_metrics(rows: list[dict[str, Any]]) -> list[str]:
+    """Content accuracies, cluster scores, style averages and per-factor scores present in the rows."""
+    keys: list[str] = []
+    for row in rows:
+        for key in row:
+            if key in keys or key in ("model", "seed", "run_dir"):
+                continue
+            if key.startswith("content.") and key.endswith((".accuracy", ".nmi", ".ari")):
+                keys.append(key)
+            elif key.startswith("style.") and (key.endswith((".linear", ".knn")) or ".mean_" in key):
+                keys.append(key)
+            elif key.startswith("training.") and key.endswith(("seconds_per_epoch", "val_elbo")):
+                keys.append(key)
+    return keys
+
+
+def markdown_tables(rows: list[dict[str, Any]], metrics: list[str], models: tuple[str, ...]) -> str:
+    lines = ["| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for metric in metrics:
+        stats = summarise(rows, metric)
+        cells = []
+        for model in models:
+            if model not in stats:
+                cells.append("-")
+                continue
+            mean, half, n = stats[model]
+            cells.append(f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}")
+        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(buffer.getvalue())
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_chart(
+    rows: list[dict[str, Any]], metrics: list[str], models: tuple[str, ...], path: Path, title: str
+) -> Path | None:
+    """Grouped bars: one group per metric, one bar per model, 95% interval as error bars."""
+    if not metrics:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(metrics) * len(models) / 2), 3.2))
+    width = 0.8 / len(models)
+    for m, model in enumerate(models):
+        means, errors = [], []
+        for metric in metrics:
+            mean, half, _ = summarise(rows, metric).get(model, (math.nan, math.nan, 0))
+            means.append(mean)
+            errors.append(0.0 if math.isnan(half) else half)
+        xs = [i + m * width for i in range(len(metrics))]
+        ax.bar(xs, means, width, yerr=errors, label=model, capsize=2)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(metrics))])
+    ax.set_xticklabels([k.split(".", 1)[1] for k in metrics], rotation=30, ha="right", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def embedding_figure(plan: ComparePlan, path: Path, *, max_points: int = 2000) -> Path | None:
+    """PCA of each model's (first seed's) test representations, coloured by class and by each style factor."""
+    from pssl.evaluation import extract_features
+    from pssl.inference.train import load_run
+
+    plt = _pyplot()
+    seed = plan.seeds[0]
+    panels = []
+    for model in plan.models:
+        run_dir = plan.out / f"{model}-seed{seed}"
+        try:
+            result = load_run(run_dir)
+        except Exception:
+            continue
+        test = result.data.test
+        count = min(len(test), max_points)
+        subset = test.subset(torch.arange(count))
+        features = extract_features(result.model, subset)
+        centred = features - features.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        coords = centred @ v[:2].T
+        colourings = [("class", subset.labels)] + list(subset.factors.items())
+        panels.append((model, coords, colourings))
+    if not panels:
+        return None
+    num_cols = max(len(c) for _, _, c in panels)
+    fig, axes = plt.subplots(
+        len(panels), num_cols, figsize=(2.4 * num_cols, 2.3 * len(panels)), squeeze=False
+    )
+    for r, (model, coords, colourings) in enumerate(panels):
+        for c in range(num_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(colourings):
+                ax.axis("off")
+                continue
+            name, values = colourings[c]
+            ax.scatter(
+                coords[:, 0],
+                coords[:, 1],
+                c=values.float().numpy(),
+                s=2,
+                cmap="tab10" if name == "class" else "viridis",
+            )
+            ax.set_title(f"{model}: {name}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run_compare(tokens: list[str]) -> dict[str, Any]:
+    """Run a comparison from command-line tokens; returns the rows and output paths."""
+    plan = parse_compare(tokens)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for model in plan.models:
+        for seed in plan.seeds:
+            print(f"[compare] {model} seed {seed} ...", flush=True)
+            metrics, action = run_pair(plan, model, seed)
+            print(f"[compare] {model} seed {seed}: {action}", flush=True)
+            row: dict[str, Any] = {
+                "model": model,
+                "seed": seed,
+                "run_dir": str(plan.out / f"{model}-seed{seed}"),
+            }
+            row.update(flatten(metrics))
+            rows.append(row)
+    return write_report(plan, rows)
+
+
+def write_report(plan: ComparePlan, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    write_csv(plan.out / "results.csv", rows)
+    metrics = headline_metrics(rows)
+    table = markdown_tables(rows, metrics, plan.models)
+    (plan.out / "results.md").write_text(
+        f"# {plan.base.data.name}: {', '.join(plan.models)} over seeds {', '.join(map(str, plan.seeds))}\n\n"
+        "Mean ± half-width of the 95% Student-t interval across seeds. Accuracies are fractions of the test "
+        "split; style scores are accuracy (discrete factors) or R² (continuous factors).\n\n" + table + "\n"
+    )
+    figures = []
+    content = [m for m in metrics if m.startswith("content.") and m.endswith(".accuracy")]
+    style = [m for m in metrics if m.startswith("style.") and ".mean_" not in m]
+    for name, keys, title in (
+        ("content.png", content, "content (test accuracy)"),
+        ("style.png", style, "style factors"),
+    ):
+        figure = bar_chart(rows, keys, plan.models, plan.out / name, title)
+        if figure is not None:
+            figures.append(figure)
+    embedding = embedding_figure(plan, plan.out / "embedding.png")
+    if embedding is not None:
+        figures.append(embedding)
+    structure = _structure_figure(plan)
+    if structure is not None:
+        figures.append(structure)
+    lines = [f"# Comparison report: {plan.base.data.name}", "", table, ""]
+    for figure in figures:
+        lines += [f"![{figure.stem}]({figure.name})", ""]
+    lines += ["## Runs", ""]
+    for model in plan.models:
+        run_dir = f"{model}-seed{plan.seeds[0]}"
+        lines.append(f"### {model}")
+        lines.append(f"![loss curves]({run_dir}/loss_curves.png)")
+        if (plan.out / run_dir / "reconstructions.png").is_file():
+            lines.append(f"![reconstructions and prior samples]({run_dir}/reconstructions.png)")
+        lines.append("")
+    report = plan.out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    print(table)
+    print(f"\nreport: {report}")
+    return {
+        "rows": rows,
+        "report": report,
+        "results_csv": plan.out / "results.csv",
+        "results_md": plan.out / "results.md",
+    }
+
+
+def structure_of_run(run_dir: Path, *, max_items: int = 1024) -> dict[str, Any]:
+    """Latent structure (within/between-item variance, alignment, uniformity, effective rank)
+    of a run's representation over J augmented views of its test images."""
+    from pssl.augment import build_augmenter
+    from pssl.diagnostics import representation_structure
+    from pssl.inference.train import load_run
+
+    result = load_run(run_dir)
+    augment = result.config.augment
+    augmenter = build_augmenter(augment.name, result.data.train.image_shape, augment.options)
+    test = result.data.test if len(result.data.test) else result.data.val
+    images = test.images[: min(len(test), max_items)]
+    generator = torch.Generator().manual_seed(result.config.seed + 777)
+    return representation_structure(
+        result.model, images, augmenter, max(2, result.config.num_views), generator
+    )
+
+
+def _structure_figure(plan: ComparePlan) -> Path | None:
+    """Latent-structure diagnostics of every method side by side (first seed), also in structure.json."""
+    from pssl.diagnostics import compare_structure
+
+    results = {}
+    for model in plan.models:
+        try:
+            results[model] = structure_of_run(plan.out / f"{model}-seed{plan.seeds[0]}")
+        except Exception as err:  # a diagnostic that cannot run must not lose the comparison
+            print(f"[compare] latent structure of {model} skipped: {err}")
+    if not results:
+        return None
+    (plan.out / "structure.json").write_text(json.dumps(results, indent=2, default=_plain) + "\n")
+    return compare_structure(results, plan.out / "latent_structure.png")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
