@@ -6,6 +6,19 @@ written to a temporary file in the same folder and moved into place with
 ``os.replace``, so a crash mid-save leaves the previous checkpoint intact. It is
 read with ``torch.load(weights_only=True)``: no arbitrary object is unpickled,
 and classes are rebuilt from the config's names.
+
+Format versions: :data:`CHECKPOINT_FORMAT` is the layout written now. An older
+checkpoint is brought up to date on load by the chain of :data:`MIGRATIONS`
+(``{version: function(state) -> state of version + 1}``); one without a path
+to the current layout, or from a newer pssl, is refused with a message saying
+so. History of the layout:
+
+* 1: model/optimiser state, counters, data-order state, RNG states (including an
+  ``augment`` generator whose state the run continued from).
+* 2: augmentations and model noise are reseeded at every step from
+  ``(seed, step, rank)``, so the ``augment`` generator state is gone, and
+  ``world_size`` (the number of processes that wrote it, informational) is recorded.
+  The state does not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -13,19 +26,63 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-CHECKPOINT_FORMAT = 1
-"""Version of the checkpoint layout; bump when the dict's keys change meaning."""
+CHECKPOINT_FORMAT = 2
+"""Version of the checkpoint layout; bump when the dict's keys change meaning (and add a migration)."""
 
 _NAME = re.compile(r"^checkpoint-(\d{9})\.pt$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: corrupt, from another format version, or another model."""
+
+
+def migrate_v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: drop the obsolete ``augment`` generator state; record ``world_size = 1``."""
+    state = dict(state)
+    rng = dict(state.get("rng", {}))
+    generators = {k: v for k, v in rng.get("generators", {}).items() if k != "augment"}
+    state["rng"] = {**rng, "generators": generators}
+    state.setdefault("world_size", 1)
+    return state
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: migrate_v1_to_v2}
+"""``{version: migrate}``: ``migrate(state)`` turns a checkpoint of ``version`` into ``version + 1``."""
+
+
+def migrate(state: dict[str, Any], *, source: str = "checkpoint") -> dict[str, Any]:
+    """Bring a loaded checkpoint dict up to :data:`CHECKPOINT_FORMAT` through :data:`MIGRATIONS`.
+
+    Raises:
+        CheckpointError: for a version newer than this pssl's, or an old one with no
+            migration path; the message names the version.
+    """
+    version = state["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{source} has a malformed format version {version!r}")
+    if version > CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{source} has format version {version}, written by a newer pssl; this pssl reads versions "
+            f"up to {CHECKPOINT_FORMAT}: upgrade pssl to resume it"
+        )
+    while version < CHECKPOINT_FORMAT:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            readable = ", ".join(str(v) for v in sorted({*MIGRATIONS, CHECKPOINT_FORMAT}))
+            raise CheckpointError(
+                f"{source} has format version {version}, which this pssl cannot migrate (it reads versions "
+                f"{readable}); resume it with the pssl release that wrote it"
+            )
+        state = step(state)
+        version += 1
+        state["format_version"] = version
+    return state
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -69,10 +126,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path, *, keep: int | None
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint` (any version :func:`migrate` handles).
+
+    Returns:
+        The state dict in the current layout (:data:`CHECKPOINT_FORMAT`).
 
     Raises:
-        CheckpointError: if the file is unreadable, corrupt, or of another format version.
+        CheckpointError: if the file is unreadable, corrupt, or of a format version
+            this pssl cannot read.
     """
     path = Path(path)
     try:
@@ -83,13 +144,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a pssl checkpoint (no format_version)")
-    version = state["format_version"]
-    if version != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {path} has format version {version}, this pssl reads version {CHECKPOINT_FORMAT}; "
-            "resume it with the pssl release that wrote it"
-        )
-    return state
+    return migrate(state, source=f"checkpoint {path}")
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -128,7 +183,11 @@ def capture_rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+    """Inverse of :func:`capture_rng_state`.
+
+    Generators missing from ``state`` keep their state. CUDA states are restored
+    for the devices both the saving and the loading machine have.
+    """
     import random
 
     import numpy as np
@@ -146,9 +205,12 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
         )
     )
     for name, gen in generators.items():
-        gen.set_state(state["generators"][name].cpu() if gen.device.type == "cpu" else state["generators"][name])
+        saved = state.get("generators", {}).get(name)
+        if saved is not None:
+            gen.set_state(saved.cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 
 def _python_state_to_plain(state: tuple) -> dict[str, Any]:

@@ -11,11 +11,20 @@ A run directory holds plain files: ``config.json`` (resolved), ``history.csv``
 (one row per ``log_every`` steps), ``epochs.csv`` (one row per epoch, with
 validation terms and throughput) and ``checkpoint-<step>.pt``.
 
-Reproducibility: everything random derives from ``config.seed`` through
-:func:`seed_everything`, called once. Checkpoints hold every RNG state, the data
-order generator's state at the start of the epoch and the position in it, so a
-run stopped anywhere and resumed produces the same parameters as an
-uninterrupted one (on CPU).
+Reproducibility: everything random derives from ``config.seed``. The model is
+initialised after :func:`seed_everything`; each epoch's data order comes from a
+seeded permutation whose state the checkpoints hold; step ``t``'s augmentations
+and model noise come from streams seeded by ``(seed, t, rank)``
+(:func:`pssl.inference.distributed.step_seed`). So a run stopped anywhere
+(end of epoch, ``checkpoint_every``, SIGINT/SIGTERM) and resumed produces the
+same parameters as an uninterrupted one (on CPU), whatever the RNG state of the
+resuming process.
+
+Several processes: under ``torchrun`` every process runs this loop on its slice
+of each global batch and the gradients are summed over processes, so ``W``
+processes take the steps one process would take on the concatenated batch; see
+:mod:`pssl.inference.distributed` for the exact semantics. Only rank 0 writes
+files; checkpoints do not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import pyro
 import torch
 
 from pssl.augment import ViewAugmenter, build_augmenter, default_preset
-from pssl.config import Component, Config, ConfigError
+from pssl.config import Component, Config
 from pssl.data import DataSplits, TensorData, load_dataset
 from pssl.inference.checkpoint import (
     CheckpointError,
@@ -50,13 +59,24 @@ from pssl.inference.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from pssl.inference.distributed import (
+    DistributedContext,
+    convert_batchnorm,
+    count_batchnorm,
+    derive_seed,
+    resolve_device,
+    setup_distributed,
+    step_seed,
+)
 from pssl.inference.objectives import ELBO, NonFiniteError, ObjectiveOutput
 from pssl.models.base import MODELS, ModelSpec, SSLModel, ViewBatch, build_model
 from pssl.models.likelihoods import default_likelihood
 from pssl.networks import default_networks
 
-# Fields that may differ between a checkpoint's config and the config resuming it.
+# Fields that may differ between a checkpoint's config and the config resuming it
+# (``out``: a run directory may be moved or copied and resumed where it now is).
 RESUMABLE_CHANGES = (
+    "out",
     "epochs",
     "resume",
     "progress",
@@ -65,6 +85,8 @@ RESUMABLE_CHANGES = (
     "checkpoint_every",
     "device",
 )
+
+StepCallback = Callable[["Trainer", ViewBatch, "ObjectiveOutput | None"], None]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -83,6 +105,8 @@ class TrainResult:
         history: logged rows (step, epoch, terms in nats per item, ...).
         epochs: per-epoch rows (mean training terms, validation terms, seconds, images per second).
         skipped_steps: steps skipped for non-finite values (``nonfinite=skip``).
+        rank: this process's rank (0 with one process).
+        world_size: number of processes that trained the model together.
     """
 
     model: SSLModel
@@ -92,29 +116,21 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
     skipped_steps: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0, the process that wrote the run directory (evaluate and report there)."""
+        return self.rank == 0
 
 
 def seed_everything(seed: int) -> None:
-    """The one place a run's randomness is seeded (torch, CUDA, numpy, Python, Pyro)."""
+    """Seed torch (and CUDA), numpy, Python and Pyro once, before the model is built."""
     pyro.set_rng_seed(seed)  # seeds torch (and CUDA), numpy and random
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; otherwise the named device, checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; accepted: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device={name!r} requested but CUDA is not available on this machine; use device=cpu"
-        )
-    return device
 
 
 def resolve_config(config: Config, data: DataSplits) -> Config:
@@ -161,8 +177,14 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{config.model.name}-{config.data.name}-seed{config.seed}"
 
 
-def _float_images(images: torch.Tensor) -> torch.Tensor:
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+def _float_images(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 ``0..255`` or float ``[0, 1]`` images as ``dtype`` in ``[0, 1]``."""
+    return images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
+
+
+def _floating_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s floating-point parameters (float32 if it has none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
 
 
 def check_training_data(model: SSLModel, data: TensorData, *, chunk: int = 4096, name: str) -> None:
@@ -172,7 +194,26 @@ def check_training_data(model: SSLModel, data: TensorData, *, chunk: int = 4096,
 
 
 class Trainer:
-    """Holds the state of one run; :meth:`fit` runs it. Most users call :func:`train`."""
+    """Holds the state of one run (one process of it, under ``torchrun``); :meth:`fit` runs it.
+
+    Most users call :func:`train`.
+
+    Args:
+        config: the run configuration.
+        data: data splits to use instead of loading ``config.data`` by name.
+        model: a ready method instead of building ``config.model`` by name; its
+            floating dtype (e.g. float64) is the dtype of the views fed to it.
+        on_epoch_end: called on every rank as ``on_epoch_end(trainer, row)`` after each epoch.
+        on_step_end: called on every rank as ``on_step_end(trainer, batch, output)`` after
+            each step (``output`` is ``None`` for a skipped step; gradients are still
+            in the parameters' ``.grad``, summed over ranks).
+        sync_batchnorm: with several processes, compute batch-norm statistics over
+            the global batch (see :func:`pssl.inference.distributed.convert_batchnorm`).
+
+    Raises:
+        ValueError: (including :class:`~pssl.config.ConfigError`) for a configuration
+            the data or the method cannot use; nothing is written before these checks.
+    """
 
     def __init__(
         self,
@@ -181,8 +222,11 @@ class Trainer:
         data: DataSplits | None = None,
         model: SSLModel | None = None,
         on_epoch_end: Callable[[Trainer, dict[str, float]], None] | None = None,
+        on_step_end: StepCallback | None = None,
+        sync_batchnorm: bool = True,
     ) -> None:
-        self.device = resolve_device(config.device)
+        self.dist: DistributedContext = setup_distributed(config.device)
+        self.device = self.dist.device
         self.run_dir = Path(config.out) if config.out else default_run_dir(config)
         seed_everything(config.seed)
         self.data = (
@@ -203,6 +247,13 @@ class Trainer:
                 f"got num_views={self.config.num_views}"
             )
         check_training_data(self.model, self.data.train, name=f"data set {self.config.data.name!r}")
+        self.num_items = len(self.data.train)
+        self.batch_items = min(self.config.batch_size, self.num_items)
+        self.dist.check_batch(self.batch_items)
+        self.steps_per_epoch = self.num_items // self.batch_items
+        if self.dist.enabled and sync_batchnorm and count_batchnorm(self.model):
+            self.model = convert_batchnorm(self.model, self.device)
+        self.dtype = _floating_dtype(self.model)
         self.augmenter: ViewAugmenter = build_augmenter(
             self.config.augment.name, self.data.train.image_shape, self.config.augment.options
         )
@@ -213,13 +264,12 @@ class Trainer:
             eps=self.config.adam_eps,
             weight_decay=self.config.weight_decay,
         )
-        self.augment_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        # Reseeded at every step from (seed, step, rank); see step_seed.
+        self.augment_generator = torch.Generator(device=self.device)
         self.order_generator = torch.Generator().manual_seed(config.seed + 2)
         self.train_images = self.data.train.images.to(self.device)
-        self.num_items = len(self.data.train)
-        self.batch_items = min(self.config.batch_size, self.num_items)
-        self.steps_per_epoch = self.num_items // self.batch_items
         self.on_epoch_end = on_epoch_end
+        self.on_step_end = on_step_end
         # progress counters
         self.epoch = 0
         self.step_in_epoch = 0
@@ -229,10 +279,26 @@ class Trainer:
         self.epoch_rows: list[dict[str, float]] = []
         self.skipped_steps = 0
         self._stop_signal: int | None = None
+        self._stop_agreed = False
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process is rank 0 (writes files, shows progress)."""
+        return self.dist.is_main
+
+    @property
+    def _stats_dtype(self) -> torch.dtype:
+        # logged terms are reduced in float64 (MPS has no float64)
+        return torch.float32 if self.device.type == "mps" else torch.float64
 
     # --- state -------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        """The checkpoint: replicated model and optimiser state, counters, data order, rank 0's RNGs.
+
+        Nothing in it depends on the number of processes (``world_size`` is recorded
+        for information only).
+        """
         return {
             "config": self.config.to_dict(),
             "model_name": self.config.model.name,
@@ -242,10 +308,11 @@ class Trainer:
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
             "epoch_order_state": self.epoch_order_state,
-            "rng": capture_rng_state({"augment": self.augment_generator, "order": self.order_generator}),
+            "rng": capture_rng_state({"order": self.order_generator}),
             "history": self.history,
             "epochs": self.epoch_rows,
             "skipped_steps": self.skipped_steps,
+            "world_size": self.dist.world_size,
         }
 
     def load_state_dict(self, state: dict[str, Any], *, source: str) -> None:
@@ -255,9 +322,9 @@ class Trainer:
         if mine != theirs:
             diff = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise CheckpointError(
-                f"checkpoint {source} was written by a different configuration (differs in: {', '.join(diff)}; "
-                f"it holds model {state.get('model_name')!r}); resume with the run's own config "
-                f"(`pssl resume RUN_DIR`) or choose a new out="
+                f"checkpoint {source} was written by a different configuration "
+                f"(differs in: {', '.join(diff)}; it holds model {state.get('model_name')!r}); "
+                "resume with the run's own config (`pssl resume RUN_DIR`) or choose a new out="
             )
         try:
             self.model.load_state_dict(state["model"])
@@ -269,88 +336,181 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.global_step = int(state["global_step"])
-        self.epoch_order_state = state["epoch_order_state"]
-        restore_rng_state(state["rng"], {"augment": self.augment_generator, "order": self.order_generator})
+        self.epoch_order_state = state["epoch_order_state"].cpu()
+        restore_rng_state(state["rng"], {"order": self.order_generator})
         self.history = list(state["history"])
         self.epoch_rows = list(state["epochs"])
         self.skipped_steps = int(state["skipped_steps"])
 
     def save(self) -> Path:
-        path = save_checkpoint(
-            self.state_dict(),
-            checkpoint_path(self.run_dir, self.global_step),
-            keep=self.config.keep_checkpoints,
-        )
+        """Write a checkpoint and the tables (rank 0 only; other ranks just return the path)."""
+        path = checkpoint_path(self.run_dir, self.global_step)
+        if not self.is_main:
+            return path
+        path = save_checkpoint(self.state_dict(), path, keep=self.config.keep_checkpoints)
         self._write_tables()
         return path
 
-    def _prepare_run_dir(self) -> None:
+    def _checkpoint_to_resume(self) -> str | None:
+        """Rank 0's decision: the checkpoint to resume from, ``None`` for a fresh run, or an error."""
         existing = list_checkpoints(self.run_dir)
         if self.config.resume:
             latest = latest_checkpoint(self.run_dir)
             if latest is None:
                 if existing:
+                    try:
+                        load_checkpoint(existing[-1])
+                        reason = "it loads now; retry"
+                    except (CheckpointError, OSError) as err:
+                        reason = str(err)
                     raise CheckpointError(
-                        f"no readable checkpoint in {self.run_dir} (tried {len(existing)} files)"
+                        f"no readable checkpoint in {self.run_dir} (tried {len(existing)} files; "
+                        f"the newest: {reason})"
                     )
                 raise CheckpointError(
                     f"resume=true but {self.run_dir} holds no checkpoint; start the run without resume=true"
                 )
-            self.load_state_dict(load_checkpoint(latest, map_location=self.device), source=str(latest))
-        elif existing:
+            return str(latest)
+        if existing:
             raise ValueError(
-                f"run directory {self.run_dir} already holds checkpoints; pass resume=true to continue that run "
-                "or choose another out= (nothing was overwritten)"
+                f"run directory {self.run_dir} already holds checkpoints; pass resume=true to continue "
+                "that run or choose another out= (nothing was overwritten)"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = self.config.to_dict()
-        resolved["resolved"] = {"model": self.model.describe(), "custom_model": self.custom_model}
-        _atomic_write(self.run_dir / "config.json", _json(resolved))
+        return None
+
+    def _prepare_run_dir(self) -> None:
+        chosen = self.dist.run_on_main(self._checkpoint_to_resume)
+        if chosen is not None:
+            try:
+                state = load_checkpoint(chosen, map_location=self.device)
+            except FileNotFoundError:
+                raise CheckpointError(
+                    f"rank {self.dist.rank} cannot find {chosen}, which rank 0 resumes from; every process "
+                    "must see the run directory (a shared file system)"
+                ) from None
+            self.load_state_dict(state, source=chosen)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            resolved = self.config.to_dict()
+            resolved["resolved"] = {
+                "model": self.model.describe(),
+                "custom_model": self.custom_model,
+                "world_size": self.dist.world_size,
+            }
+            _atomic_write(self.run_dir / "config.json", _json(resolved))
+        self.dist.broadcast_module(self.model)
 
     # --- the loop ----------------------------------------------------------------------
 
-    def make_batch(self, index: torch.Tensor) -> ViewBatch:
-        images = _float_images(self.train_images[index.to(self.train_images.device)])
+    def make_batch(self, global_index: torch.Tensor) -> ViewBatch:
+        """This rank's share of a step's items ``(batch_size,) -> ViewBatch`` of ``batch_size / W`` items.
+
+        The views are drawn from the ``augment`` stream of the current step and rank.
+        """
+        index = self.dist.shard(global_index)
+        images = _float_images(self.train_images[index.to(self.train_images.device)], self.dtype)
+        self.augment_generator.manual_seed(
+            step_seed(self.config.seed, "augment", self.global_step, self.dist.rank)
+        )
         views = self.augmenter(images, self.config.num_views, self.augment_generator)
         return ViewBatch(views=views, index=index.to(self.device), num_items=self.num_items)
 
+    def evaluate(self, batch: ViewBatch) -> ObjectiveOutput:
+        """The objective on ``batch``; a method's own ``ValueError``/``TypeError`` reaches the user as raised.
+
+        Pyro re-raises an error from inside a model or guide with the trace's
+        shape table appended; the error the method raised (e.g. "needs at least 2
+        items per batch") is re-raised instead, chained to Pyro's for debugging.
+        """
+        try:
+            return self.objective(batch)
+        except (ValueError, TypeError) as err:
+            cause = err.__cause__
+            if type(cause) is type(err) and str(err).startswith(str(cause)):
+                try:
+                    plain = type(cause)(*cause.args)
+                except Exception:  # an exception class with another constructor: keep Pyro's
+                    raise err from cause
+                raise plain.with_traceback(cause.__traceback__) from err
+            raise
+
     def step(self, batch: ViewBatch) -> ObjectiveOutput | None:
-        """One optimiser step; returns the objective output, or ``None`` if the step was skipped."""
+        """One optimiser step on this rank's ``batch``; ``None`` if the step was skipped.
+
+        Seeds the model-noise stream of (step, rank), evaluates the objective (the
+        sum over this rank's items), then in one collective learns whether any
+        rank's loss is non-finite or was asked to stop, and the terms' means over
+        ranks; backpropagates, sums the gradients over ranks, checks them, and steps.
+        The returned terms are the global means (nats per item); ``loss`` is this rank's.
+
+        Raises:
+            NonFiniteError: naming the sites/terms (loss) or parameters (gradient)
+                that went non-finite, unless ``nonfinite=skip``.
+        """
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        torch.manual_seed(step_seed(self.config.seed, "model", self.global_step, self.dist.rank))
         autocast = torch.autocast(
             device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
         )
         with autocast:
-            output = self.objective(batch)
-        problem = None
+            output = self.evaluate(batch)
+        local_problem = None
         if not torch.isfinite(output.loss):
             bad = output.nonfinite_sites() or [k for k, v in output.terms.items() if not torch.isfinite(v)]
-            problem = f"loss is {output.loss.item()} at step {self.global_step}; non-finite sites/terms: {', '.join(bad)}"
+            local_problem = (
+                f"loss is {output.loss.item()} at step {self.global_step}; "
+                f"non-finite sites/terms: {', '.join(bad) or '(none named)'}"
+            )
+        names = sorted(output.terms)
+        flags = [float(local_problem is not None), float(self._stop_signal is not None)]
+        stats = torch.cat(
+            [
+                torch.tensor(flags, dtype=self._stats_dtype, device=self.device),
+                *(output.terms[k].detach().reshape(1).to(self._stats_dtype) for k in names),
+            ]
+        )
+        totals = self.dist.sum(stats).tolist()  # one collective and one device sync per step
+        self._stop_agreed = self._stop_agreed or totals[1] > 0
+        terms = {k: torch.tensor(totals[2 + i] / self.dist.world_size) for i, k in enumerate(names)}
+
+        problem = None
+        if totals[0] > 0:
+            reports = self.dist.gather_objects(local_problem)
+            if self.dist.enabled:
+                problem = "; ".join(f"rank {r}: {p}" for r, p in enumerate(reports) if p)
+            else:
+                problem = local_problem
         else:
             output.loss.backward()
+            self.dist.sum_gradients(self.model.parameters())
             bad = [
                 n
                 for n, p in self.model.named_parameters()
                 if p.grad is not None and not torch.isfinite(p.grad).all()
             ]
             if bad:
+                more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
                 problem = (
-                    f"non-finite gradient at step {self.global_step} in parameters: {', '.join(bad[:8])}"
+                    f"non-finite gradient at step {self.global_step} in parameters: "
+                    f"{', '.join(bad[:8])}{more} (the loss itself was finite)"
                 )
         if problem is not None:
             if self.config.nonfinite == "skip":
                 self.skipped_steps += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
-            last = latest_checkpoint(self.run_dir)
+            if self.is_main:
+                last = latest_checkpoint(self.run_dir) or "(none written yet)"
+            else:
+                last = f"in {self.run_dir} (written by rank 0)"
             raise NonFiniteError(
-                f"{problem}. Training stopped; the last good checkpoint is "
-                f"{last if last else '(none written yet)'}; nonfinite=skip skips such steps instead"
+                f"{problem}. Training stopped; the last good checkpoint is {last}; "
+                "nonfinite=skip skips such steps instead"
             )
         self.optimizer.step()
         self.model.after_step()
-        return output
+        return ObjectiveOutput(loss=output.loss.detach(), terms=terms, site_log_prob=output.site_log_prob)
 
     def fit(self) -> TrainResult:
         self._prepare_run_dir()
@@ -366,6 +526,7 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        self.dist.barrier()  # rank 0's last checkpoint is on disk when any rank returns
         self.model.eval()
         return TrainResult(
             model=self.model,
@@ -375,10 +536,18 @@ class Trainer:
             history=self.history,
             epochs=self.epoch_rows,
             skipped_steps=self.skipped_steps,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stop_signal = signum
+
+    def _should_stop(self) -> bool:
+        # With several ranks only the agreed flag counts, so every rank stops after the same step.
+        if self.dist.enabled:
+            return self._stop_agreed
+        return self._stop_agreed or self._stop_signal is not None
 
     def _fit(self) -> None:
         from tqdm.auto import tqdm
@@ -395,7 +564,7 @@ class Trainer:
                 total=self.steps_per_epoch,
                 initial=self.step_in_epoch,
                 desc=f"{self.config.model.name} epoch {self.epoch + 1}/{self.config.epochs}",
-                disable=not self.config.progress,
+                disable=not (self.config.progress and self.is_main),
                 leave=False,
                 dynamic_ncols=True,
             )
@@ -424,11 +593,15 @@ class Trainer:
                     row.update({k: v / window_steps for k, v in window.items()})
                     self.history.append(row)
                     window, window_steps = {}, 0
-                if self._stop_signal is not None:
+                if self.on_step_end is not None:
+                    self.on_step_end(self, batch, output)
+                if self._should_stop():
                     bar.close()
                     path = self.save()
+                    self.dist.barrier()
+                    signum = self._stop_signal if self._stop_signal is not None else "on another rank"
                     raise TrainingInterrupted(
-                        f"stopped by signal {self._stop_signal} at step {self.global_step}; checkpoint {path}; "
+                        f"stopped by signal {signum} at step {self.global_step}; checkpoint {path}; "
                         "resume with resume=true"
                     )
                 if self.config.checkpoint_every and self.global_step % self.config.checkpoint_every == 0:
@@ -447,7 +620,7 @@ class Trainer:
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self, row)
             self.save()
-            if self.config.progress:
+            if self.config.progress and self.is_main:
                 shown = {k: row[k] for k in row if k.startswith(("train_elbo", "val_elbo")) or k == "seconds"}
                 print(
                     f"epoch {self.epoch}/{self.config.epochs} "
@@ -456,35 +629,44 @@ class Trainer:
 
     @torch.no_grad()
     def validation_terms(self, *, max_items: int = 2048) -> dict[str, float]:
-        """Objective terms (nats per item) on up to ``max_items`` validation items, fixed augmentation seed.
+        """Objective terms (nats per item) on up to ``max_items`` validation items, fixed seeds.
 
-        The RNG states are saved and restored, so validation does not change the
-        training trajectory.
+        Validation batches are split over ranks like training batches (each rank
+        evaluates its slice; the terms are averaged over ranks), with
+        augmentation and noise seeded per (batch, rank). The RNG states are saved
+        and restored, so validation does not change the training trajectory.
         """
         val = self.data.val
-        if len(val) < self.model.min_views or len(val) < 2:
+        world = self.dist.world_size
+        count = min(len(val), max_items)
+        batch_items = min(self.batch_items, count) // world * world
+        if len(val) < self.model.min_views or count < 2 or batch_items < world:
             return {}
         saved = torch.get_rng_state()
         saved_cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 12345)
-        torch.manual_seed(self.config.seed + 54321)
+        generator = torch.Generator(device=self.device)
         self.model.eval()
-        count = min(len(val), max_items)
-        batch_items = min(self.batch_items, count)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         batches = 0
         for start in range(0, count - batch_items + 1, batch_items):
-            index = torch.arange(start, start + batch_items)
-            images = _float_images(val.images[index].to(self.device))
+            index = self.dist.shard(torch.arange(start, start + batch_items))
+            seed, rank = self.config.seed, self.dist.rank
+            generator.manual_seed(derive_seed(seed, "validation-augment", batches, rank))
+            torch.manual_seed(derive_seed(seed, "validation-model", batches, rank))
+            images = _float_images(val.images[index].to(self.device), self.dtype)
             views = self.augmenter(images, self.config.num_views, generator)
-            output = self.objective(ViewBatch(views=views, index=index.to(self.device), num_items=count))
+            output = self.evaluate(ViewBatch(views=views, index=index.to(self.device), num_items=count))
             for k, v in output.terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + v.detach().to(self._stats_dtype)
             batches += 1
         torch.set_rng_state(saved)
         if saved_cuda is not None:
             torch.cuda.set_rng_state_all(saved_cuda)
-        return {k: v / batches for k, v in sums.items()} if batches else {}
+        if not batches:
+            return {}
+        names = sorted(sums)
+        totals = self.dist.sum(torch.stack([sums[k] for k in names]).to(self.device)).tolist()
+        return {k: v / (batches * world) for k, v in zip(names, totals)}
 
     def _write_tables(self) -> None:
         _atomic_write(self.run_dir / "history.csv", _csv(self.history))
@@ -498,6 +680,10 @@ def train(
     model: SSLModel | None = None,
 ) -> TrainResult:
     """Train the method ``config`` describes and return it with its history.
+
+    Under ``torchrun`` every process calls this; they train one model together
+    (see :mod:`pssl.inference.distributed`) and rank 0 writes the run directory
+    (``TrainResult.is_main``).
 
     Args:
         config: the run configuration (see :class:`pssl.config.Config`).
@@ -595,6 +781,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingInterrupted",
+    "resolve_device",
     "build_from_config",
     "load_run",
     "resolve_config",

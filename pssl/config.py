@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,10 +133,19 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
-        if isinstance(self.adam_eps, bool) or not isinstance(self.adam_eps, (int, float)) or not self.adam_eps > 0:
-            raise ConfigError(f"adam_eps must be a positive number, got {self.adam_eps!r}")
+        if self.seed >= 2**63:
+            raise ConfigError(f"seed must be below 2**63, got {self.seed!r}")
+        for name in ("lr", "adam_eps"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value < math.inf:
+                raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+        if not _is_number(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"weight_decay must be a non-negative finite number, got {self.weight_decay!r}")
+        for name in ("model", "data"):
+            if not isinstance(getattr(self, name), Component):
+                raise ConfigError(
+                    f"{name} must be a Component (a registered name and options), got {getattr(self, name)!r}"
+                )
         if self.nonfinite not in ("stop", "skip"):
             raise ConfigError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.precision not in ("fp32", "bf16"):
@@ -170,15 +180,23 @@ class Config:
         return cls.from_dict(data)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _HINTS = typing.get_type_hints(Config)
 COMPONENT_KEYS = tuple(k for k, h in _HINTS.items() if Component in (h, *typing.get_args(h)))
 PLAIN_KEYS = tuple(k for k in _FIELDS if k not in COMPONENT_KEYS)
+OPTIONAL_COMPONENT_KEYS = tuple(k for k in COMPONENT_KEYS if type(None) in typing.get_args(_HINTS[k]))
+"""Components that may be left as ``None`` (chosen from the data); ``model`` and ``data`` may not."""
 
 
 def accepted_keys() -> str:
     """Human-readable list of accepted override keys."""
-    return ", ".join(PLAIN_KEYS) + "; components: " + ", ".join(f"{k}=NAME, {k}.OPTION" for k in COMPONENT_KEYS)
+    return (
+        ", ".join(PLAIN_KEYS) + "; components: " + ", ".join(f"{k}=NAME, {k}.OPTION" for k in COMPONENT_KEYS)
+    )
 
 
 def parse_overrides(tokens: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -194,7 +212,9 @@ def parse_overrides(tokens: list[str] | tuple[str, ...]) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
     for token in tokens:
         if not isinstance(token, str) or "=" not in token:
-            raise ConfigError(f"malformed override {token!r}: expected key=value; accepted keys: {accepted_keys()}")
+            raise ConfigError(
+                f"malformed override {token!r}: expected key=value; accepted keys: {accepted_keys()}"
+            )
         key, value = token.split("=", 1)
         key = key.strip()
         _check_key(key, token)
@@ -238,7 +258,12 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
                 )
             component.options[option] = value
         elif head in COMPONENT_KEYS:
-            if value is None or (isinstance(value, str) and value.lower() in ("", "none", "auto")):
+            if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "auto")):
+                if head not in OPTIONAL_COMPONENT_KEYS:
+                    raise ConfigError(
+                        f"{head} cannot be none: choose a registered name "
+                        f"({head}=NAME; `pssl list` shows them)"
+                    )
                 values[head] = None
                 continue
             new = Component.from_value(value, where=head)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,15 @@ import torch
 
 from pssl.config import Component, Config
 from pssl.data import load_dataset
-from pssl.inference.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from pssl.inference.checkpoint import (
+    CHECKPOINT_FORMAT,
+    MIGRATIONS,
+    CheckpointError,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pssl.inference.train import Trainer, load_run, train
 
 SMALL_MLP = {"hidden": "32,16"}
@@ -52,23 +61,27 @@ def test_two_epochs_equal_one_plus_resume_plus_one(tmp_path: Path, digits, model
     straight = train(small_config(tmp_path / "a", model=Component(model_name)), data=digits)
     first = train(small_config(tmp_path / "b", model=Component(model_name), epochs=1), data=digits)
     torch.manual_seed(12345)  # the state must come from the checkpoint, not from the process
-    resumed = train(small_config(tmp_path / "b", model=Component(model_name), epochs=2, resume=True), data=digits)
+    resumed = train(
+        small_config(tmp_path / "b", model=Component(model_name), epochs=2, resume=True), data=digits
+    )
     assert first.epochs[0]["step"] == straight.epochs[0]["step"]
     assert_same_params(params(straight.model), params(resumed.model))
     assert [r["step"] for r in resumed.history] == [r["step"] for r in straight.history]
 
 
-def test_mid_epoch_checkpoint_resume_is_exact(tmp_path: Path, digits) -> None:
-    straight = train(small_config(tmp_path / "a", epochs=1), data=digits)
-    trainer = Trainer(small_config(tmp_path / "b", epochs=1, checkpoint_every=3, keep_checkpoints=10), data=digits)
-    trainer.fit()
-    # resume from the checkpoint written after step 3 of the first epoch
-    for path in list_checkpoints(tmp_path / "b"):
-        if path.name != "checkpoint-000000003.pt":
-            path.unlink()
-    torch.manual_seed(999)
-    resumed = train(small_config(tmp_path / "b", epochs=1, resume=True), data=digits)
-    assert_same_params(params(straight.model), params(resumed.model))
+def test_resume_from_several_stopping_points_is_exact(tmp_path: Path, digits) -> None:
+    """Stop after step 1, mid-epoch, at the epoch boundary (7 steps per epoch) and in epoch 2; resume."""
+    trainer = Trainer(small_config(tmp_path / "a", checkpoint_every=1, keep_checkpoints=100), data=digits)
+    straight = trainer.fit()
+    assert trainer.steps_per_epoch == 7
+    for stop in (1, 4, 7, 10):
+        run = tmp_path / f"stopped-{stop}"
+        run.mkdir()
+        shutil.copy(checkpoint_path(tmp_path / "a", stop), run)
+        torch.manual_seed(1000 + stop)  # the state must come from the checkpoint, not from the process
+        resumed = train(small_config(run, resume=True), data=digits)
+        assert_same_params(params(straight.model), params(resumed.model))
+        assert [r["step"] for r in resumed.history] == [r["step"] for r in straight.history]
 
 
 def test_run_directory_contents_and_load_run(tmp_path: Path, digits) -> None:
@@ -125,8 +138,29 @@ def test_truncated_checkpoint_gives_clear_error(tmp_path: Path) -> None:
 def test_other_format_version_gives_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint-000000001.pt"
     torch.save({"format_version": 0, "step": 1}, path)
-    with pytest.raises(CheckpointError, match="format version 0"):
+    with pytest.raises(CheckpointError, match="format version 0, which this pssl cannot migrate"):
         load_checkpoint(path)
+    torch.save({"format_version": CHECKPOINT_FORMAT + 1, "step": 1}, path)
+    with pytest.raises(
+        CheckpointError, match=f"format version {CHECKPOINT_FORMAT + 1}, written by a newer pssl"
+    ):
+        load_checkpoint(path)
+
+
+def test_version_1_checkpoint_is_migrated_and_resumes(tmp_path: Path, digits) -> None:
+    assert set(MIGRATIONS) == set(range(1, CHECKPOINT_FORMAT))  # every older released version has a path
+    train(small_config(tmp_path / "run", epochs=1), data=digits)
+    path = list_checkpoints(tmp_path / "run")[-1]
+    state = torch.load(path, weights_only=True)
+    del state["world_size"]  # the version-1 layout: no world size, an 'augment' generator state
+    state["rng"]["generators"]["augment"] = torch.Generator().get_state()
+    state["format_version"] = 1
+    torch.save(state, path)
+    migrated = load_checkpoint(path)
+    assert migrated["format_version"] == CHECKPOINT_FORMAT and migrated["world_size"] == 1
+    assert "augment" not in migrated["rng"]["generators"]
+    result = train(small_config(tmp_path / "run", epochs=2, resume=True), data=digits)
+    assert len(result.epochs) == 2
 
 
 def test_keeps_last_k_checkpoints(tmp_path: Path, digits) -> None:
@@ -150,6 +184,27 @@ def test_nonfinite_loss_stops_with_named_site_and_keeps_checkpoint(tmp_path: Pat
     with pytest.raises(FloatingPointError, match="model/x"):
         trainer.fit()
     assert {p.name: p.read_bytes() for p in list_checkpoints(tmp_path / "run")} == saved
+
+
+def test_nonfinite_gradient_is_named_separately_from_the_loss(tmp_path: Path, digits) -> None:
+    trainer = Trainer(small_config(tmp_path / "run", epochs=1), data=digits)
+    name, weight = next(iter(trainer.model.decoder.named_parameters()))
+    weight.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+    with pytest.raises(FloatingPointError) as info:
+        trainer.fit()
+    message = str(info.value)
+    assert f"non-finite gradient at step 0 in parameters: decoder.{name}" in message
+    assert "the loss itself was finite" in message and "model/x" not in message
+    assert "(none written yet)" in message and not list_checkpoints(tmp_path / "run")
+
+
+def test_nonfinite_gradient_skip(tmp_path: Path, digits) -> None:
+    trainer = Trainer(small_config(tmp_path / "run", epochs=1, nonfinite="skip"), data=digits)
+    before = params(trainer.model)
+    next(iter(trainer.model.decoder.parameters())).register_hook(lambda g: torch.full_like(g, float("inf")))
+    result = trainer.fit()
+    assert result.skipped_steps == trainer.steps_per_epoch
+    assert_same_params(before, params(result.model))  # no step was taken
 
 
 def test_nonfinite_skip_counts_steps(tmp_path: Path, digits) -> None:
