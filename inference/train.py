@@ -83,6 +83,7 @@ RESUMABLE_CHANGES = (
     "log_every",
     "keep_checkpoints",
     "checkpoint_every",
+    "checkpoint_seconds",
     "device",
 )
 
@@ -278,6 +279,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.epoch_rows: list[dict[str, float]] = []
         self.skipped_steps = 0
+        self._last_save = time.monotonic()
         self._stop_signal: int | None = None
         self._stop_agreed = False
 
@@ -349,6 +351,7 @@ class Trainer:
             return path
         path = save_checkpoint(self.state_dict(), path, keep=self.config.keep_checkpoints)
         self._write_tables()
+        self._last_save = time.monotonic()
         return path
 
     def _checkpoint_to_resume(self) -> str | None:
@@ -619,7 +622,11 @@ class Trainer:
             self.epoch_rows.append(row)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self, row)
-            self.save()
+            last_epoch = self.epoch >= self.config.epochs
+            if last_epoch or time.monotonic() - self._last_save >= self.config.checkpoint_seconds:
+                self.save()
+            elif self.is_main:
+                self._write_tables()  # cheap: the tables stay current between checkpoints
             if self.config.progress and self.is_main:
                 shown = {k: row[k] for k in row if k.startswith(("train_elbo", "val_elbo")) or k == "seconds"}
                 print(

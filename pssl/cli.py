@@ -184,6 +184,8 @@ def cmd_diagnose(run_dir: str, num_samples: int, max_items: int, device: str) ->
 
 
 def _print_summary(metrics: dict, run_dir: Path | None) -> None:
+    if not metrics:  # a non-zero rank under torchrun: rank 0 reports
+        return
     content = metrics.get("content", {})
     parts = [
         f"{name} {res['accuracy']:.4f}"
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"pssl: interrupted: {err}", file=sys.stderr)
         return 130
-    except (ConfigError, ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except (ConfigError, ValueError, TypeError, FileNotFoundError, RuntimeError, FloatingPointError) as err:
         print(f"pssl {args.command}: error: {err}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command!r}")

@@ -88,6 +88,9 @@ class Config:
         log_every: steps between history rows.
         keep_checkpoints: how many recent checkpoints to keep.
         checkpoint_every: steps between mid-epoch checkpoints (0: only at epoch ends).
+        checkpoint_seconds: at an epoch end, write a checkpoint only if this many seconds
+            passed since the last one (0: every epoch); the last epoch, mid-epoch
+            ``checkpoint_every`` steps and interrupts always write one.
         nonfinite: ``stop`` (default) or ``skip`` a step whose loss or gradient is not finite.
         progress: show a progress bar.
         precision: ``fp32`` or ``bf16`` (autocast on CUDA).
@@ -115,6 +118,7 @@ class Config:
     log_every: int = 10
     keep_checkpoints: int = 2
     checkpoint_every: int = 0
+    checkpoint_seconds: float = 60.0
     nonfinite: str = "stop"
     progress: bool = True
     precision: str = "fp32"
@@ -139,6 +143,10 @@ class Config:
             value = getattr(self, name)
             if not _is_number(value) or not 0 < value < math.inf:
                 raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+        if not _is_number(self.checkpoint_seconds) or not 0 <= self.checkpoint_seconds < math.inf:
+            raise ConfigError(
+                f"checkpoint_seconds must be a non-negative finite number, got {self.checkpoint_seconds!r}"
+            )
         if not _is_number(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"weight_decay must be a non-negative finite number, got {self.weight_decay!r}")
         for name in ("model", "data"):

@@ -37,6 +37,8 @@ def run_experiment(
         The metrics dict written to ``RUN_DIR/metrics.json``.
     """
     result = train(config, data=data, model=model)
+    if not result.is_main:  # under torchrun only rank 0 evaluates and writes
+        return {}
     return finish_run(result, probes=probes, augmentation_style=augmentation_style)
 
 

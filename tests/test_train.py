@@ -164,8 +164,15 @@ def test_version_1_checkpoint_is_migrated_and_resumes(tmp_path: Path, digits) ->
 
 
 def test_keeps_last_k_checkpoints(tmp_path: Path, digits) -> None:
-    train(small_config(tmp_path / "run", epochs=3, keep_checkpoints=2), data=digits)
+    train(small_config(tmp_path / "run", epochs=3, keep_checkpoints=2, checkpoint_seconds=0.0), data=digits)
     assert len(list_checkpoints(tmp_path / "run")) == 2
+
+
+def test_epoch_checkpoints_are_time_based_but_the_last_epoch_always_saves(tmp_path: Path, digits) -> None:
+    train(small_config(tmp_path / "run", epochs=3, keep_checkpoints=10, checkpoint_seconds=3600.0), data=digits)
+    saved = list_checkpoints(tmp_path / "run")
+    assert len(saved) == 1 and load_checkpoint(saved[0])["epoch"] == 3
+    assert len((tmp_path / "run" / "epochs.csv").read_text().strip().splitlines()) == 1 + 3
 
 
 def test_simvae_needs_two_views(tmp_path: Path, digits) -> None:
