@@ -142,16 +142,16 @@ def resolve_config(config: Config, data: DataSplits) -> Config:
     """
     shape = data.train.image_shape
     encoder, decoder = default_networks(shape)
-    base_name = config.data.name
     defaults = {
-        "prior": Component("gaussian"),
-        "view_prior": Component("gaussian"),
-        "likelihood": Component(default_likelihood(shape)),
-        "encoder": Component(encoder),
-        "decoder": Component(decoder),
-        "augment": Component(default_preset(base_name)),
+        "prior": lambda: Component("gaussian"),
+        "view_prior": lambda: Component("gaussian"),
+        "likelihood": lambda: Component(default_likelihood(shape)),
+        "encoder": lambda: Component(encoder),
+        "decoder": lambda: Component(decoder),
+        # only looked up when needed: data passed from Python may have a name no preset knows
+        "augment": lambda: Component(default_preset(config.data.name)),
     }
-    changes = {k: v for k, v in defaults.items() if getattr(config, k) is None}
+    changes = {k: make() for k, make in defaults.items() if getattr(config, k) is None}
     return dataclasses.replace(config, **changes)
 
 
@@ -186,6 +186,39 @@ def _float_images(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
 def _floating_dtype(module: torch.nn.Module) -> torch.dtype:
     """The dtype of ``module``'s floating-point parameters (float32 if it has none)."""
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def make_adam(parameters: list[torch.nn.Parameter], **settings: float) -> torch.optim.Adam:
+    """Adam with torch's fused kernel where it has one for these parameters, else the default one.
+
+    The fused kernel updates each tensor in one pass instead of about six (on CPU measured
+    ~4 ms instead of ~38 ms per step for the reference MLP's 4.5M parameters); the
+    arithmetic is Adam's, equal to the default kernel up to float rounding.
+    """
+    if parameters and all(p.is_floating_point() for p in parameters):
+        try:
+            return torch.optim.Adam(parameters, fused=True, **settings)
+        except (RuntimeError, ValueError, TypeError):  # a device or dtype without the fused kernel
+            pass
+    return torch.optim.Adam(parameters, **settings)
+
+
+def nonfinite_gradients(named_parameters: list[tuple[str, torch.nn.Parameter]]) -> list[str]:
+    """Names of the parameters whose gradient holds a NaN or an infinity.
+
+    First one reduction over every gradient, their total 2-norm, which is non-finite
+    whenever any entry is (one device sync); only then, to name the culprits (or to
+    clear a norm that overflowed on huge but finite gradients), one check per parameter.
+    """
+    named = [(n, p.grad) for n, p in named_parameters if p.grad is not None]
+    if not named:
+        return []
+    grads = [g for _, g in named]
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    norm = total_norm(grads) if total_norm is not None else torch.stack([g.norm() for g in grads]).norm()
+    if torch.isfinite(norm):
+        return []
+    return [n for n, g in named if not torch.isfinite(g).all()]
 
 
 def check_training_data(model: SSLModel, data: TensorData, *, chunk: int = 4096, name: str) -> None:
@@ -259,7 +292,7 @@ class Trainer:
             self.config.augment.name, self.data.train.image_shape, self.config.augment.options
         )
         self.objective = ELBO(self.model)
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = make_adam(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=self.config.lr,
             eps=self.config.adam_eps,
@@ -487,11 +520,7 @@ class Trainer:
         else:
             output.loss.backward()
             self.dist.sum_gradients(self.model.parameters())
-            bad = [
-                n
-                for n, p in self.model.named_parameters()
-                if p.grad is not None and not torch.isfinite(p.grad).all()
-            ]
+            bad = nonfinite_gradients(list(self.model.named_parameters()))
             if bad:
                 more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
                 problem = (

@@ -1,0 +1,154 @@
+r"""One FashionMNIST epoch of SimVAE, end to end through :func:`pssl.inference.train.train`.
+
+Inputs: ``data=fashionmnist`` (the IDX files, e.g. under
+``/usr/share/datasets/fashion-mnist``): the 60,000 training images split,
+seeded, into 54,000 training and 6,000 validation items (``val_fraction=0.1``),
+plus the 10,000 test images (not used here). One epoch takes
+``54,000 // 64 = 843`` steps of 64 items x ``J = 2`` views (53,952 items; the
+last 48 wait for the next epoch's order), with the reference MLP
+(784-2000-500-500, latent 10), the default Bernoulli likelihood and ``mnist``
+augmentation, Adam as the run config says; then the validation terms (2,048
+validation items) and a checkpoint.
+
+Reports: seconds of the step loop (``epochs.csv``'s ``seconds``), of validation +
+checkpoint, and of the whole call; images (views) per second; peak resident
+memory of the process (``ru_maxrss``, goal < 3 GiB).
+
+``--limit F`` trains on the first ``F`` of the training items only (an epoch of
+``F`` times the steps) and *extrapolates* the step loop to the full 843 steps
+(loop seconds x 843 / steps, plus the measured fixed part); such figures are
+labelled ``extrapolated``.
+
+Usage::
+
+    python benchmarks/epoch.py --threads 2 --json epoch.json
+    python benchmarks/epoch.py --limit 0.1
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import (
+    SINGLE_RUN_NOTE,
+    check_goal,
+    header,
+    parser,
+    peak_rss_gib,
+    set_threads,
+    write_json,
+)
+from pssl.config import Component, Config
+from pssl.data import DataSplits, load_dataset
+from pssl.inference.train import train
+
+MEMORY_GOAL_GIB = 3.0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--model", default="simvae", help="method to train (default simvae)")
+    p.add_argument("--batch-size", type=int, default=64, help="items per step (x2 views)")
+    p.add_argument(
+        "--limit", type=float, default=1.0, help="fraction of the training items to run (then extrapolate)"
+    )
+    p.add_argument("--root", default=None, help="folder of the FashionMNIST IDX files (default: auto-detect)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if not 0 < args.limit <= 1:
+        raise SystemExit(f"--limit must be a fraction in (0, 1], got {args.limit}")
+    threads = set_threads(args.threads)
+
+    start = time.perf_counter()
+    options = {} if args.root is None else {"root": args.root}
+    data = load_dataset("fashionmnist", options, seed=args.seed)
+    load_seconds = time.perf_counter() - start
+    full_items = len(data.train)
+    full_steps = full_items // args.batch_size
+    items = max(args.batch_size, int(full_items * args.limit))
+    if items < full_items:
+        data = DataSplits(
+            data.train.subset(torch.arange(items)), data.val, data.test, name=data.name, paired=data.paired
+        )
+    steps = items // args.batch_size
+    inputs = {
+        "data": f"fashionmnist: {full_items} training + {len(data.val)} validation items (of 60,000), "
+        f"{len(data.test)} test (unused); image 1x28x28",
+        "epoch": f"{full_steps} steps of {args.batch_size} items x 2 views "
+        f"({full_steps * args.batch_size} items)",
+        "run": f"{steps} steps on the first {items} training items"
+        + (" (a fraction: the full epoch is extrapolated)" if items < full_items else " (the full epoch)"),
+        "model": f"{args.model}, reference MLP 784-2000-500-500, latent 10, defaults otherwise",
+        "threads": threads,
+        "device": "cpu",
+    }
+    header("one FashionMNIST epoch end to end (pssl.inference.train.train)", inputs)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Config(
+            model=Component(args.model),
+            data=Component("fashionmnist", options),
+            latent_dim=10,
+            num_views=2,
+            batch_size=args.batch_size,
+            epochs=1,
+            device="cpu",
+            seed=args.seed,
+            out=str(Path(tmp) / "run"),
+            progress=False,
+        )
+        start = time.perf_counter()
+        result = train(config, data=data)
+        total_seconds = time.perf_counter() - start
+    row = result.epochs[-1]
+    loop_seconds = float(row["seconds"])
+    fixed_seconds = total_seconds - loop_seconds  # set-up, validation terms, checkpoint
+    images = steps * args.batch_size * 2
+    figures: dict[str, Any] = {
+        "training_items_run": items,
+        "steps_run": steps,
+        "load_seconds": load_seconds,
+        "loop_seconds": loop_seconds,
+        "other_seconds": fixed_seconds,
+        "total_seconds": total_seconds,
+        "images_per_second": images / loop_seconds,
+        "seconds_per_step": loop_seconds / steps,
+        "peak_rss_gib": peak_rss_gib(),
+        "train_elbo": row.get("train_elbo"),
+        "val_elbo": row.get("val_elbo"),
+    }
+    figures["memory_goal"] = check_goal(figures["peak_rss_gib"], MEMORY_GOAL_GIB, smaller_is_better=True)
+    label = ""
+    if items < full_items:
+        figures["extrapolated_epoch_loop_seconds"] = loop_seconds * full_steps / steps
+        figures["extrapolated_epoch_seconds"] = figures["extrapolated_epoch_loop_seconds"] + fixed_seconds
+        label = " (extrapolated from a fraction)"
+    epoch_loop = figures.get("extrapolated_epoch_loop_seconds", loop_seconds)
+    epoch_total = figures.get("extrapolated_epoch_seconds", total_seconds)
+    print(f"   data load: {load_seconds:.1f} s (not part of the epoch)")
+    print(
+        f"   step loop: {loop_seconds:.1f} s for {steps} steps = {1e3 * loop_seconds / steps:.1f} ms per step"
+    )
+    print(f"   images per second (views, step loop): {figures['images_per_second']:.0f}")
+    print(f"   set-up + validation terms + checkpoint: {fixed_seconds:.1f} s")
+    print(f"   epoch of {full_steps} steps{label}: loop {epoch_loop:.1f} s, whole call {epoch_total:.1f} s")
+    print(
+        f"   peak resident memory: {figures['peak_rss_gib']:.2f} GiB "
+        f"(goal < {MEMORY_GOAL_GIB:g} GiB: {figures['memory_goal']})"
+    )
+    print(f"   train ELBO {row.get('train_elbo', float('nan')):.4g} nats per item")
+    print(SINGLE_RUN_NOTE)
+    write_json(args.json, "epoch", inputs, figures)
+    return {"inputs": inputs, "figures": figures}
+
+
+if __name__ == "__main__":
+    main()
