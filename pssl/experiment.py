@@ -76,9 +76,37 @@ def finish_run(
         "images_per_second": _mean(row["images_per_second"] for row in result.epochs),
         "final_terms_nats_per_item": {k: v for k, v in last.items() if k.startswith(("train_", "val_"))},
     }
+    metrics["training"]["val_bits_per_dim"] = validation_bits_per_dim(result)
     write_json(run_dir / "metrics.json", metrics)
     write_figures(result)
     return metrics
+
+
+def validation_bits_per_dim(result: TrainResult) -> float | None:
+    """The validation negative ELBO in bits per dimension (an upper bound on -log2 p(x) per dimension).
+
+    Only for generative methods trained on the untempered ELBO (likelihood scale 1,
+    beta 1): a tempered objective is not a bound on log p(x). Conventions (the 8-bit
+    correction for densities) are those of :func:`pssl.models.likelihoods.bits_per_dim`.
+    For tempered runs, ``pssl diagnose`` gives importance-sampled values of the true model.
+    """
+    from pssl.models.likelihoods import bits_per_dim
+
+    model = result.model
+    likelihood = getattr(model, "likelihood", None)
+    last = result.epochs[-1] if result.epochs else {}
+    elbo = last.get("val_elbo")
+    if not model.generative or likelihood is None or elbo is None:
+        return None
+    if likelihood.scale != 1.0 or getattr(model, "beta", 1.0) != 1.0:
+        return None
+    channels, height, width = result.data.train.image_shape
+    dims = result.config.num_views * channels * height * width
+    eight_bit = result.data.train.images.dtype == torch.uint8
+    try:
+        return bits_per_dim(-float(elbo), dims, likelihood=likelihood, data_is_8bit=eight_bit)
+    except ValueError:
+        return None
 
 
 def write_figures(result: TrainResult, *, count: int = 10) -> list[Path]:
@@ -111,7 +139,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Re-evaluate a finished run directory (``pssl evaluate``)."""
     result = load_run(run_dir, device=device)
-    return finish_run(result, probes=probes)
+    return finish_run(result, probes=probes, augmentation_style=True)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
