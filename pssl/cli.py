@@ -69,10 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Probabilistic self-supervised learning: SimVAE, VAE and discriminative SSL "
         "as Pyro inference.",
-        epilog="commands:\n"
-        + "\n".join(f"  {name:<10s} {text}" for name, text in COMMANDS.items())
-        + "\n\n"
-        + catalogue()
+        epilog=catalogue()
         + "\n\nexample:\n  pssl train model=simvae data=fashionmnist epochs=10 seed=0 out=runs/fm-simvae",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
