@@ -183,6 +183,8 @@ def headline_metrics(rows: list[dict[str, Any]]) -> list[str]:
                 continue
             if key.startswith("content.") and key.endswith((".accuracy", ".nmi", ".ari")):
                 keys.append(key)
+            elif ".val." in key or key.endswith(".count"):
+                continue  # validation scores and counts stay in results.csv
             elif key.startswith("style.") and (key.endswith((".linear", ".knn")) or ".mean_" in key):
                 keys.append(key)
             elif key.startswith("training.") and key.endswith(("seconds_per_epoch", "val_elbo")):
