@@ -234,7 +234,7 @@ def bar_chart(
     if not metrics:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(metrics) * len(models) / 2), 3.2))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(4.0, 0.3 * len(metrics) * len(models))), 3.4))
     width = 0.8 / len(models)
     for m, model in enumerate(models):
         means, errors = [], []
