@@ -60,9 +60,7 @@ def main(argv: list[str] | None = None) -> float:
         features["test"],
         splits.test.labels,
     )
-    print(
-        f"linear probe test accuracy: {probe.accuracy:.3f} (chosen on validation: {probe.selected})"
-    )
+    print(f"linear probe test accuracy: {probe.accuracy:.3f} (chosen on validation: {probe.selected})")
     return probe.accuracy
 
 

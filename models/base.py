@@ -51,10 +51,13 @@ class ViewBatch:
     def __post_init__(self) -> None:
         if self.views.dim() != 5:
             raise ValueError(
-                f"views must have shape (batch, views, channels, height, width), got {tuple(self.views.shape)}"
+                "views must have shape (batch, views, channels, height, width), "
+                f"got {tuple(self.views.shape)}"
             )
         if self.index.shape != self.views.shape[:1]:
-            raise ValueError(f"index shape {tuple(self.index.shape)} does not match batch {self.views.shape[0]}")
+            raise ValueError(
+                f"index shape {tuple(self.index.shape)} does not match batch {self.views.shape[0]}"
+            )
         if self.num_items < self.views.shape[0]:
             raise ValueError(f"num_items={self.num_items} is smaller than the batch {self.views.shape[0]}")
 

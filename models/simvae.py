@@ -96,15 +96,17 @@ def collapsed_log_prior(
     zbar = views_latent.mean(dim=-2, keepdim=True)
     spread = (views_latent - zbar).pow(2).sum(dim=(-2, -1))
     # prod_j N(z_j; y, var) = N(zbar; y, var/J) * exp(-spread / (2 var)) * const
-    log_const = -0.5 * (num_views - 1) * latent_dim * torch.log(2 * math.pi * var) - 0.5 * latent_dim * math.log(
-        num_views
-    )
+    log_const = -0.5 * (num_views - 1) * latent_dim * torch.log(
+        2 * math.pi * var
+    ) - 0.5 * latent_dim * math.log(num_views)
     log_views = log_const - spread / (2 * var)
     if prior_scale is None:
         return log_views
     marginal_var = prior_scale**2 + var / num_views
     zbar = zbar.squeeze(-2)
-    log_mean = -0.5 * (zbar.pow(2).sum(-1) / marginal_var + latent_dim * torch.log(2 * math.pi * marginal_var))
+    log_mean = -0.5 * (
+        zbar.pow(2).sum(-1) / marginal_var + latent_dim * torch.log(2 * math.pi * marginal_var)
+    )
     return log_views + log_mean
 
 
@@ -181,7 +183,8 @@ class SimVAE(SSLModel):
         if y_guide == "exact" and not conjugate:
             raise ValueError(
                 f"y_guide='exact' needs a Gaussian or flat p(y) and a Gaussian p(z|y); got "
-                f"{type(content_prior).__name__} and {type(view_prior).__name__}: use y_guide=amortised or plugin"
+                f"{type(content_prior).__name__} and {type(view_prior).__name__}: "
+                "use y_guide=amortised or plugin"
             )
         if not beta > 0 or not math.isfinite(beta):
             raise ValueError(f"beta must be a positive finite number, got {beta!r}")
@@ -200,12 +203,17 @@ class SimVAE(SSLModel):
                 with poutine.scale(scale=self.beta):
                     latent = pyro.sample(sites.VIEW_LATENT, self.view_prior.distribution(content))
                 with poutine.scale(scale=self.likelihood.scale):
-                    pyro.sample(sites.OBSERVATION, self.likelihood.distribution(self.decoder(latent)), obs=batch.views)
+                    pyro.sample(
+                        sites.OBSERVATION, self.likelihood.distribution(self.decoder(latent)), obs=batch.views
+                    )
 
     def guide(self, batch: ViewBatch) -> None:
         with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
             loc, scale = self.encoder(batch.views)
-            with pyro.plate(sites.VIEWS, batch.num_views, dim=sites.VIEWS_DIM), poutine.scale(scale=self.beta):
+            with (
+                pyro.plate(sites.VIEWS, batch.num_views, dim=sites.VIEWS_DIM),
+                poutine.scale(scale=self.beta),
+            ):
                 latent = pyro.sample(sites.VIEW_LATENT, dist.Normal(loc, scale).to_event(1))
             with poutine.scale(scale=self.beta):
                 pyro.sample(sites.CONTENT, self.content_posterior(latent))
@@ -252,7 +260,9 @@ class SimVAE(SSLModel):
         }
 
 
-@MODELS.register("simvae", help="SimVAE: content y, per-view z ~ p(z|y), decoder p(x|z); y_guide exact/plugin/amortised")
+@MODELS.register(
+    "simvae", help="SimVAE: content y, per-view z ~ p(z|y), decoder p(x|z); y_guide exact/plugin/amortised"
+)
 def build_simvae(*, spec: ModelSpec, y_guide: str = "auto", beta: float = 1.0) -> SimVAE:
     check_num_views("simvae", spec.num_views, SimVAE.min_views)
     encoder = GaussianEncoder(spec.image_shape, spec.latent_dim, spec.encoder)

@@ -75,12 +75,17 @@ class VAE(SSLModel):
                         sites.VIEW_LATENT, self.prior.distribution((batch.batch_size, batch.num_views))
                     )
                 with poutine.scale(scale=self.likelihood.scale):
-                    pyro.sample(sites.OBSERVATION, self.likelihood.distribution(self.decoder(latent)), obs=batch.views)
+                    pyro.sample(
+                        sites.OBSERVATION, self.likelihood.distribution(self.decoder(latent)), obs=batch.views
+                    )
 
     def guide(self, batch: ViewBatch) -> None:
         with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
             loc, scale = self.encoder(batch.views)
-            with pyro.plate(sites.VIEWS, batch.num_views, dim=sites.VIEWS_DIM), poutine.scale(scale=self.beta):
+            with (
+                pyro.plate(sites.VIEWS, batch.num_views, dim=sites.VIEWS_DIM),
+                poutine.scale(scale=self.beta),
+            ):
                 pyro.sample(sites.VIEW_LATENT, dist.Normal(loc, scale).to_event(1))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:

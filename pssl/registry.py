@@ -12,8 +12,9 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -195,8 +196,7 @@ class Registry(Generic[T]):
             if key not in params or params[key].default is inspect.Parameter.empty:
                 settable = [k for k, p in params.items() if p.default is not inspect.Parameter.empty]
                 raise ValueError(
-                    f"{self.kind} {name!r} has no option {key!r}; "
-                    f"accepted: {', '.join(settable) or '(none)'}"
+                    f"{self.kind} {name!r} has no option {key!r}; accepted: {', '.join(settable) or '(none)'}"
                 )
             resolved[key] = coerce(value, hints.get(key, Any), where=f"{self.kind}.{key}")
         return resolved

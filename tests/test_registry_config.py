@@ -54,7 +54,11 @@ def test_framework_argument_is_not_a_user_option() -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"scale": "big"}, "expected a number"), ({"flag": "maybe"}, "true or false"), ({"sizes": "1,x"}, "integer")],
+    [
+        ({"scale": "big"}, "expected a number"),
+        ({"flag": "maybe"}, "true or false"),
+        ({"sizes": "1,x"}, "integer"),
+    ],
 )
 def test_bad_values_name_the_option(options: dict, message: str) -> None:
     with pytest.raises(TypeError, match=message):
@@ -67,7 +71,14 @@ def test_literal_rejects_other_values() -> None:
 
 
 def test_overrides_round_trip() -> None:
-    tokens = ["model=vae", "likelihood=bernoulli", "likelihood.scale=99.5", "epochs=3", "resume=true", "lr=1e-3"]
+    tokens = [
+        "model=vae",
+        "likelihood=bernoulli",
+        "likelihood.scale=99.5",
+        "epochs=3",
+        "resume=true",
+        "lr=1e-3",
+    ]
     config = apply_overrides(Config(), parse_overrides(tokens))
     assert config.model == Component("vae")
     assert config.likelihood == Component("bernoulli", {"scale": "99.5"})

@@ -169,7 +169,9 @@ def test_keeps_last_k_checkpoints(tmp_path: Path, digits) -> None:
 
 
 def test_epoch_checkpoints_are_time_based_but_the_last_epoch_always_saves(tmp_path: Path, digits) -> None:
-    train(small_config(tmp_path / "run", epochs=3, keep_checkpoints=10, checkpoint_seconds=3600.0), data=digits)
+    train(
+        small_config(tmp_path / "run", epochs=3, keep_checkpoints=10, checkpoint_seconds=3600.0), data=digits
+    )
     saved = list_checkpoints(tmp_path / "run")
     assert len(saved) == 1 and load_checkpoint(saved[0])["epoch"] == 3
     assert len((tmp_path / "run" / "epochs.csv").read_text().strip().splitlines()) == 1 + 3

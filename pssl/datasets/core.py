@@ -139,7 +139,8 @@ class TensorData:
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dtype not in (torch.uint8, torch.float32):
             raise TypeError(
-                "TensorData.images must be a uint8 or float32 tensor (use TensorData.from_tensors to convert), "
+                "TensorData.images must be a uint8 or float32 tensor "
+                "(use TensorData.from_tensors to convert), "
                 f"got {getattr(self.images, 'dtype', type(self.images).__name__)}"
             )
         if self.images.ndim != 4:
