@@ -332,6 +332,19 @@ class _ShapedLikelihood(Likelihood):
                 raise ValueError(f"image_shape must be (channels, height, width), got {image_shape!r}")
         self.image_shape = image_shape
 
+    def _init_spread(self, *, std: float, learn: bool, per_pixel: bool, min_std: float, link: str) -> None:
+        """The link and the (learned or fixed) spread shared by the location-scale likelihoods."""
+        min_std = _check_positive(min_std, "likelihood.min_std")
+        self.link = _check_link(link)
+        self.learn = bool(learn)
+        self.per_pixel = bool(per_pixel)
+        self.spread = LearnedSpread(
+            std,
+            min_value=min_std if learn else 0.0,
+            learn=learn,
+            shape=_spread_shape(self.image_shape, per_pixel, learn),
+        )
+
     def check_data(self, images: torch.Tensor, *, name: str = "data") -> None:
         super().check_data(images, name=name)
         if self.image_shape is not None and tuple(images.shape[-3:]) != self.image_shape:
@@ -378,12 +391,7 @@ class LearnedGaussianLikelihood(_ShapedLikelihood):
         scale: float = 1.0,
     ) -> None:
         super().__init__(image_shape=image_shape, scale=scale)
-        min_std = _check_positive(min_std, "likelihood.min_std")
-        self.link = _check_link(link)
-        self.per_pixel = bool(per_pixel)
-        self.spread = LearnedSpread(
-            std, min_value=min_std, learn=True, shape=_spread_shape(image_shape, per_pixel, True)
-        )
+        self._init_spread(std=std, learn=True, per_pixel=per_pixel, min_std=min_std, link=link)
 
     def std(self) -> torch.Tensor:
         """The current std: a scalar, or ``(C, H, W)`` with ``per_pixel``."""
@@ -436,15 +444,7 @@ class LaplaceLikelihood(_ShapedLikelihood):
         scale: float = 1.0,
     ) -> None:
         super().__init__(image_shape=image_shape, scale=scale)
-        min_std = _check_positive(min_std, "likelihood.min_std")
-        self.link = _check_link(link)
-        self.learn = bool(learn)
-        self.spread = LearnedSpread(
-            std,
-            min_value=min_std if learn else 0.0,
-            learn=learn,
-            shape=_spread_shape(image_shape, per_pixel, learn),
-        )
+        self._init_spread(std=std, learn=learn, per_pixel=per_pixel, min_std=min_std, link=link)
 
     def std(self) -> torch.Tensor:
         """The current standard deviation ``sqrt(2) b``."""
@@ -577,14 +577,7 @@ class DiscretizedLogisticLikelihood(_ShapedLikelihood):
         scale: float = 1.0,
     ) -> None:
         super().__init__(image_shape=image_shape, scale=scale)
-        min_std = _check_positive(min_std, "likelihood.min_std")
-        self.link = _check_link(link)
-        self.spread = LearnedSpread(
-            std,
-            min_value=min_std if learn else 0.0,
-            learn=learn,
-            shape=_spread_shape(image_shape, per_pixel, learn),
-        )
+        self._init_spread(std=std, learn=learn, per_pixel=per_pixel, min_std=min_std, link=link)
 
     def logistic_scale(self) -> torch.Tensor:
         """``s = std sqrt(3) / pi``."""
