@@ -14,7 +14,7 @@ import tempfile
 import torch
 
 from pssl.config import Component, Config
-from pssl.evaluation import extract_features, linear_probe
+from pssl.evaluation import evaluate_content
 from pssl.inference.train import train
 
 
@@ -49,19 +49,10 @@ def main(argv: list[str] | None = None) -> float:
         means = result.model.encode(splits.test.images[:4].float() / 255)
     print("encoder means of 4 test images:", tuple(means.shape))
 
-    features = {
-        name: extract_features(result.model, getattr(splits, name)) for name in ("train", "val", "test")
-    }
-    probe = linear_probe(
-        features["train"],
-        splits.train.labels,
-        features["val"],
-        splits.val.labels,
-        features["test"],
-        splits.test.labels,
-    )
-    print(f"linear probe test accuracy: {probe.accuracy:.3f} (chosen on validation: {probe.selected})")
-    return probe.accuracy
+    # Linear probe on the frozen encoder means; regularisation chosen on the validation split.
+    probe = evaluate_content(result.model, splits, probes=("linear",))["linear"]
+    print(f"linear probe test accuracy: {probe['accuracy']:.3f} (chosen on validation: {probe['selected']})")
+    return probe["accuracy"]
 
 
 if __name__ == "__main__":
