@@ -56,6 +56,7 @@ from pssl.models.discriminative import (
     PointMassSSL,
     Representation,
     SingleEncoderSSL,
+    backbone_and_head,
     check_min_items,
     check_positive,
     projection_head,
@@ -153,13 +154,12 @@ def build_simclr(
 ) -> SimCLR:
     """SimCLR with a ``latent_dim`` backbone output and an MLP head (SimCLR: tau = 0.5 on CIFAR-10)."""
     check_num_views("simclr", spec.num_views, 2)
-    backbone = build_encoder(spec.encoder.name, spec.image_shape, spec.latent_dim, spec.encoder.options)
-    head = projection_head(
-        spec.latent_dim,
-        hidden_dim=proj_hidden,
-        output_dim=proj_dim,
-        num_layers=proj_layers,
-        batch_norm=proj_batch_norm,
+    backbone, head = backbone_and_head(
+        spec,
+        proj_hidden=proj_hidden,
+        proj_dim=proj_dim,
+        proj_layers=proj_layers,
+        proj_batch_norm=proj_batch_norm,
     )
     return SimCLR(backbone, head, temperature=temperature, representation=representation)
 
@@ -446,13 +446,12 @@ def build_moco(
 ) -> MoCo:
     """MoCo v2 with an MLP head (no batch norm, as MoCo v2); ``queue_size`` must stay below the data size."""
     check_num_views("moco", spec.num_views, 2)
-    backbone = build_encoder(spec.encoder.name, spec.image_shape, spec.latent_dim, spec.encoder.options)
-    head = projection_head(
-        spec.latent_dim,
-        hidden_dim=proj_hidden,
-        output_dim=proj_dim,
-        num_layers=proj_layers,
-        batch_norm=proj_batch_norm,
+    backbone, head = backbone_and_head(
+        spec,
+        proj_hidden=proj_hidden,
+        proj_dim=proj_dim,
+        proj_layers=proj_layers,
+        proj_batch_norm=proj_batch_norm,
     )
     return MoCo(
         backbone,

@@ -52,8 +52,8 @@ import torch
 from torch import nn
 
 from pssl.models import sites
-from pssl.models.base import SSLModel, ViewBatch
-from pssl.networks import ProjectionHead
+from pssl.models.base import ModelSpec, SSLModel, ViewBatch
+from pssl.networks import ProjectionHead, build_encoder
 
 REPRESENTATIONS = ("backbone", "projection")
 Representation = Literal["backbone", "projection"]
@@ -87,6 +87,21 @@ def projection_head(
 ) -> ProjectionHead:
     """A :class:`~pssl.networks.ProjectionHead` with the options every method exposes."""
     return ProjectionHead(input_dim, hidden_dim, output_dim, num_layers, batch_norm)
+
+
+def backbone_and_head(
+    spec: ModelSpec, *, proj_hidden: int, proj_dim: int, proj_layers: int, proj_batch_norm: bool
+) -> tuple[nn.Module, ProjectionHead]:
+    """The spec's encoder network with a ``latent_dim`` output, and a projection head on it."""
+    backbone = build_encoder(spec.encoder.name, spec.image_shape, spec.latent_dim, spec.encoder.options)
+    head = projection_head(
+        spec.latent_dim,
+        hidden_dim=proj_hidden,
+        output_dim=proj_dim,
+        num_layers=proj_layers,
+        batch_norm=proj_batch_norm,
+    )
+    return backbone, head
 
 
 class PointMassSSL(SSLModel):

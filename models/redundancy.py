@@ -32,12 +32,11 @@ from pssl.models.base import MODELS, ModelSpec, ViewBatch, check_num_views
 from pssl.models.discriminative import (
     Representation,
     SingleEncoderSSL,
+    backbone_and_head,
     check_min_items,
     check_positive,
-    projection_head,
 )
 from pssl.models.losses import barlow_twins_terms, vicreg_terms
-from pssl.networks import build_encoder
 
 
 def _check_batch(model_name: str, batch: ViewBatch) -> None:
@@ -115,13 +114,12 @@ def build_vicreg(
 ) -> VICReg:
     """VICReg with a 3-layer batch-norm expander (published: 8192 wide; smaller by default here)."""
     check_num_views("vicreg", spec.num_views, 2)
-    backbone = build_encoder(spec.encoder.name, spec.image_shape, spec.latent_dim, spec.encoder.options)
-    head = projection_head(
-        spec.latent_dim,
-        hidden_dim=proj_hidden,
-        output_dim=proj_dim,
-        num_layers=proj_layers,
-        batch_norm=proj_batch_norm,
+    backbone, head = backbone_and_head(
+        spec,
+        proj_hidden=proj_hidden,
+        proj_dim=proj_dim,
+        proj_layers=proj_layers,
+        proj_batch_norm=proj_batch_norm,
     )
     return VICReg(
         backbone,
@@ -187,12 +185,11 @@ def build_barlow(
 ) -> BarlowTwins:
     """Barlow Twins with a 3-layer batch-norm projector (published: 8192 wide; smaller by default here)."""
     check_num_views("barlow", spec.num_views, 2)
-    backbone = build_encoder(spec.encoder.name, spec.image_shape, spec.latent_dim, spec.encoder.options)
-    head = projection_head(
-        spec.latent_dim,
-        hidden_dim=proj_hidden,
-        output_dim=proj_dim,
-        num_layers=proj_layers,
-        batch_norm=proj_batch_norm,
+    backbone, head = backbone_and_head(
+        spec,
+        proj_hidden=proj_hidden,
+        proj_dim=proj_dim,
+        proj_layers=proj_layers,
+        proj_batch_norm=proj_batch_norm,
     )
     return BarlowTwins(backbone, head, off_diagonal_weight=off_diagonal_weight, representation=representation)
