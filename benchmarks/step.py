@@ -1,8 +1,9 @@
 r"""One training step of pssl against the compute floor of the same networks.
 
-For SimVAE, the VAE and SimCLR, with the reference MLP (1x28x28 inputs,
-784-2000-500-500, latent 10) and the ResNet-style networks (3x32x32 inputs,
-32/64/128 channels, latent 64), this times in one process, interleaved:
+For SimVAE, the VAE and SimCLR, with the reference MLPs (1x28x28 inputs,
+encoder 784-2000-500-500, decoder 10-500-500-2000-784, latent 10) and the
+ResNet-style networks (3x32x32 inputs, 32/64/128 channels, latent 64), this
+times in one process, interleaved:
 
 * **pssl step**: what :meth:`pssl.inference.train.Trainer._fit` does per step:
   ``Trainer.make_batch`` (index gather, uint8 -> float, ``J = 2`` augmented views
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "models": models,
         "networks": networks,
         "batch": {n: f"{items[n]} items x 2 views = {2 * items[n]} images" for n in networks},
-        "mlp": "1x28x28, encoder 784-2000-500-500-20, decoder 10-2000-500-500-784, latent 10, preset mnist",
+        "mlp": "1x28x28, encoder 784-2000-500-500-20, decoder 10-500-500-2000-784, latent 10, preset mnist",
         "resnet": "3x32x32, 32/64/128 channels, 2 blocks per stage, latent 64, preset cifar",
         "precision": args.precision,
         "repeats": args.repeats,

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--limit", type=int, default=None, help="use only this many training items")
-    parser.add_argument("--hidden", default="2000,500,500", help="MLP hidden sizes")
+    parser.add_argument(
+        "--hidden", default="2000,500,500", help="encoder MLP hidden sizes; the decoder uses them reversed"
+    )
     parser.add_argument("--models", default="simvae,simclr")
     parser.add_argument("--out", default=None, help="folder for the runs (default: a new temporary folder)")
     args = parser.parse_args(argv)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             model=Component(model),
             data=Component("styled-digits", dict(data_options)),
             encoder=Component("mlp", {"hidden": args.hidden}),
-            decoder=Component("mlp", {"hidden": args.hidden}),
+            decoder=Component("mlp", {"hidden": ",".join(reversed(args.hidden.split(",")))}),
             epochs=args.epochs,
             lr=1e-3,
             adam_eps=1e-8,

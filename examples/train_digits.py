@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--limit", type=int, default=None, help="use only this many training items")
-    parser.add_argument("--hidden", default="2000,500,500", help="MLP hidden sizes (encoder and decoder)")
+    parser.add_argument(
+        "--hidden", default="2000,500,500", help="encoder MLP hidden sizes; the decoder uses them reversed"
+    )
     parser.add_argument("--out", default=None, help="run directory (default: a new temporary folder)")
     args = parser.parse_args(argv)
 
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> float:
         model=Component("simvae", {"y_guide": "exact"}),
         data=Component("digits", data_options),
         encoder=Component("mlp", {"hidden": args.hidden}),
-        decoder=Component("mlp", {"hidden": args.hidden}),
+        decoder=Component("mlp", {"hidden": ",".join(reversed(args.hidden.split(",")))}),
         latent_dim=10,
         num_views=2,
         epochs=args.epochs,

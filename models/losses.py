@@ -279,14 +279,19 @@ def vicreg_terms(
     * invariance ``lambda * s``: ``s_i`` is the mean over view pairs ``j < k`` of
       ``(1/p) ||z_ij - z_ik||^2`` (the published code's ``mse_loss``, a mean over
       items and features);
-    * variance ``mu * sum_j v(Z_j)``,
+    * variance ``mu * (1/J) sum_j v(Z_j)``,
       ``v(Z) = (1/p) sum_f max(0, gamma - sqrt(Var(Z_{:,f}) + eps))`` with the
       unbiased variance over the batch;
     * covariance ``nu * sum_j c(Z_j)``, ``c(Z) = (1/p) sum_{f != g} C(Z)_{fg}^2``,
       ``C(Z) = (1/(B-1)) sum_i (z_i - zbar)(z_i - zbar)^T``.
 
-    For ``J = 2`` this is the paper's loss. For more views the invariance term
-    averages over the ``J (J - 1) / 2`` pairs and the regularisers sum over views.
+    For ``J = 2`` this is the official implementation's loss (facebookresearch/vicreg,
+    also lightly's ``VICRegLoss``): the variance hinge is *averaged* over the two
+    branches, ``0.5 * (v(Z) + v(Z'))``, while the covariance is summed. The paper's
+    eq. 6 writes the variance as a sum, twice this; the published weights 25/25/1
+    were tuned with the averaged form, so that is the one used here. For more views
+    the invariance term averages over the ``J (J - 1) / 2`` pairs, the variance
+    averages over views and the covariance sums over views.
 
     Args:
         embeddings: ``(B, J, p)``, ``J >= 2``.
@@ -308,7 +313,7 @@ def vicreg_terms(
     invariance = sum((embeddings[:, j] - embeddings[:, k]).pow(2).mean(dim=-1) for j, k in pairs) / len(pairs)
     centred = batch_embeddings - batch_embeddings.mean(dim=0, keepdim=True)
     std = torch.sqrt(centred.pow(2).sum(dim=0) / (total - 1) + eps)  # (J, p)
-    variance = F.relu(gamma - std).mean(dim=-1).sum()
+    variance = F.relu(gamma - std).mean(dim=-1).mean()  # averaged over branches (official code)
     covariance = torch.einsum("bjf,bjg->jfg", centred, centred) / (total - 1)  # (J, p, p)
     off_diagonal = ~torch.eye(features, dtype=torch.bool, device=embeddings.device)
     covariance_term = covariance.pow(2).masked_select(off_diagonal.expand_as(covariance)).sum() / features

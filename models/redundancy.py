@@ -9,8 +9,10 @@ published term and the minibatch loss is ``B`` times the published loss.
 
 * ``vicreg`` (Bardes et al. 2022): factors ``invariance`` (``25 * mse``; the role
   of log p(z | y), pulling an item's views together), ``variance`` (``25 *``
-  hinge on each feature's standard deviation, gamma 1, eps 1e-4) and
-  ``covariance`` (``1 *`` off-diagonal squared covariances / p), the last two
+  hinge on each feature's standard deviation, gamma 1, eps 1e-4, averaged over
+  the two branches as in the official implementation) and
+  ``covariance`` (``1 *`` off-diagonal squared covariances / p, summed over the
+  branches), the last two
   standing for the spread of y that stops collapse (PAPER.md section 3).
 * ``barlow`` (Zbontar et al. 2021): factors ``on_diagonal``
   (``sum_f (1 - C_ff)^2``) and ``off_diagonal`` (``lambda sum_{f != g} C_fg^2``,

@@ -16,10 +16,16 @@ image in the call.
 
 Registered architectures (``ENCODERS`` and ``DECODERS`` share the names):
 
-* ``mlp``: the reference network for MNIST-like data (784-2000-500-500).
+* ``mlp``: the reference networks for MNIST-like data (encoder 784-2000-500-500,
+  decoder d-500-500-2000-784).
 * ``conv``: a small stride-2 convolutional network for any image size.
-* ``resnet``: a 3-stage ResNet-18-like trunk (32/64/128 channels), the
-  reference network for CIFAR-10 and CelebA, with a mirrored decoder.
+* ``resnet``: a small 3-stage ResNet-18-like trunk (32/64/128 channels) with
+  global average pooling and a mirrored decoder: the default for 32-64 px colour
+  images, cheap enough for a CPU.
+* ``resnet18-half``: the SimVAE paper's CIFAR-10/CelebA pair: a half-width
+  ResNet-18 encoder with an unpadded stem and a flattened final map, and a much
+  larger transposed-ResNet decoder (:class:`ResNet18HalfEncoder`,
+  :class:`ResNet18HalfDecoder`).
 """
 
 from __future__ import annotations
@@ -231,11 +237,13 @@ class MLPEncoder(ImageEncoder):
 class MLPDecoder(ImageDecoder):
     """Fully connected decoder: ``latent_dim``, ``hidden`` ReLU layers, linear to ``C*H*W``.
 
-    The reference MNIST decoder is ``latent_dim-2000-500-500-784``.
+    The reference MNIST decoder is ``latent_dim-500-500-2000-784``: the encoder's
+    widths reversed, 500 next to the latent and 2000 next to the pixels (2,826,784
+    parameters for ``latent_dim=10``).
     """
 
     def __init__(
-        self, latent_dim: int, image_shape: tuple[int, int, int], hidden: Sequence[int] = (2000, 500, 500)
+        self, latent_dim: int, image_shape: tuple[int, int, int], hidden: Sequence[int] = (500, 500, 2000)
     ) -> None:
         super().__init__(latent_dim, image_shape)
         self.hidden = _check_sizes("hidden", hidden, allow_empty=True)
@@ -253,9 +261,9 @@ def mlp_encoder(
     return MLPEncoder(image_shape, output_dim, hidden)
 
 
-@DECODERS.register("mlp", help="fully connected, latent-hidden...-C*H*W with ReLU (reference for MNIST)")
+@DECODERS.register("mlp", help="fully connected, latent-500-500-2000-C*H*W with ReLU (MNIST reference)")
 def mlp_decoder(
-    latent_dim: int, image_shape: tuple[int, int, int], *, hidden: tuple[int, ...] = (2000, 500, 500)
+    latent_dim: int, image_shape: tuple[int, int, int], *, hidden: tuple[int, ...] = (500, 500, 2000)
 ) -> MLPDecoder:
     """Build an :class:`MLPDecoder`; ``hidden`` lists the hidden layer widths, first to last."""
     return MLPDecoder(latent_dim, image_shape, hidden)
@@ -549,6 +557,204 @@ def resnet_decoder(
 ) -> ResNetDecoder:
     """Build a :class:`ResNetDecoder`; ``channels`` as for the encoder (full resolution first)."""
     return ResNetDecoder(latent_dim, image_shape, channels, blocks_per_stage, batch_norm)
+
+
+# --------------------------------------------------------------------------- #
+# Reference half-width ResNet-18 pair (CIFAR-10 / CelebA setup of the SimVAE paper)
+# --------------------------------------------------------------------------- #
+
+
+def _kaiming_init(module: nn.Module) -> None:
+    """Kaiming-normal weights (fan-out, ReLU gain) for every 2-d convolution; unit/zero batch norm."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _pooled_side(side: int, kernel: int) -> int:
+    """Side after an unpadded stride-1 ``kernel`` convolution and a 3x3 stride-2 max-pool (padding 1)."""
+    after_stem = side - kernel + 1
+    if after_stem < 1:
+        raise ValueError(f"images of side {side} are too small for the {kernel}x{kernel} stem")
+    return math.ceil(after_stem / 2)
+
+
+class ResNet18HalfEncoder(ImageEncoder):
+    """The reference encoder for CIFAR-10 and CelebA: a half-width ResNet-18 trunk, flattened.
+
+    Layout (``C x H x W`` input, ``k = 3`` when both sides are at most 32, else ``k = 4``):
+
+    * stem: ``k x k`` convolution, stride 1, *no padding*, to ``stem_channels`` (64),
+      batch norm, ReLU, 3x3 max-pool with stride 2 (padding 1);
+    * stages of ``blocks_per_stage`` (2) :class:`BasicBlock` s of widths ``channels``
+      (32, 64, 128), the first block of stages after the first with stride 2;
+    * the final feature map (``128 x 4 x 4`` for 32 px, ``128 x 8 x 8`` for 64 px) is
+      flattened, not average-pooled, into one linear layer to ``output_dim``.
+
+    Every convolution starts from Kaiming-normal weights (fan-out, ReLU gain).
+
+    The authors build this from a ResNet-18 with stage widths 32/64/128/256 and then
+    drop the last stage and the classifier, so the trunk that runs ends at 128
+    channels; the stem is 3x3 (with bias) for 32 px inputs and 4x4 (no bias) for
+    larger ones. Parameters for ``output_dim = 128`` (latent 64, mean and
+    log-scale): 969,920 at 3x32x32 and 1,757,632 at 3x64x64, the same as the
+    authors' network (checked when this was written; the tests pin the counts).
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        output_dim: int,
+        channels: Sequence[int] = (32, 64, 128),
+        stem_channels: int = 64,
+        blocks_per_stage: int = 2,
+    ) -> None:
+        super().__init__(image_shape, output_dim)
+        self.channels = _check_sizes("channels", channels, allow_empty=False)
+        stem_channels = _check_positive_int("stem_channels", stem_channels)
+        blocks_per_stage = _check_positive_int("blocks_per_stage", blocks_per_stage)
+        image_channels, height, width = self.image_shape
+        kernel = 3 if max(height, width) <= 32 else 4
+        self.stem = nn.Sequential(
+            nn.Conv2d(image_channels, stem_channels, kernel, stride=1, padding=0, bias=kernel == 3),
+            nn.BatchNorm2d(stem_channels),
+            nn.ReLU(),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        )
+        blocks: list[nn.Module] = []
+        in_channels = stem_channels
+        for stage, stage_width in enumerate(self.channels):
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                blocks.append(BasicBlock(in_channels, stage_width, stride, batch_norm=True))
+                in_channels = stage_width
+        self.trunk = nn.Sequential(*blocks)
+        steps = len(self.channels) - 1
+        final_h = _halved_sizes(_pooled_side(height, kernel), steps)[-1]
+        final_w = _halved_sizes(_pooled_side(width, kernel), steps)[-1]
+        self.feature_shape = (self.channels[-1], final_h, final_w)
+        self.fc = nn.Linear(math.prod(self.feature_shape), output_dim)
+        _kaiming_init(self)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.trunk(self.stem(images)).flatten(1))
+
+
+class _TransposedBlock(nn.Module):
+    """A block of the reference transposed ResNet: two 3x3 transposed convolutions with batch norm.
+
+    With ``stride=2`` the first one doubles the side (output padding 1) and a
+    1x1 stride-2 transposed convolution with batch norm carries the input to the
+    sum; with ``stride=1`` there is no shortcut (as in the reference decoder, only
+    the upsampling blocks are residual). ReLU after the second norm (after the sum).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        extra = 1 if stride == 2 else 0
+        self.conv1 = nn.ConvTranspose2d(
+            in_channels, out_channels, 3, stride=stride, padding=1, output_padding=extra, bias=False
+        )
+        self.norm1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.ConvTranspose2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module | None = None
+        if stride == 2:
+            self.shortcut = nn.Sequential(
+                nn.ConvTranspose2d(in_channels, out_channels, 1, stride=2, output_padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, in, h, w)`` -> ``(N, out, stride*h, stride*w)``."""
+        out = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x)))))
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class ResNet18HalfDecoder(ImageDecoder):
+    """The reference decoder for CIFAR-10 and CelebA: a transposed ResNet-18, much larger than the encoder.
+
+    Layout, from the latent (``channels`` are listed full resolution first, default
+    ``(64, 128, 256, 512)``):
+
+    * a linear layer to a ``512 x s x s`` map, ``s = ceil(side / 16)`` (2 for 32 px,
+      4 for 64 px), no activation;
+    * three upsampling stages, 512 -> 256 -> 128 -> 64: in each, ``blocks_per_stage - 1``
+      plain blocks at the input width, then a stride-2 residual block to the output width;
+    * ``blocks_per_stage`` plain blocks at 64 channels;
+    * a 7x7 transposed convolution, stride 2 (padding 3, output padding 1), to the
+      image channels: raw outputs, the likelihood applies the sigmoid.
+
+    Sides that are not multiples of 16 are cropped at the bottom/right. Parameters
+    for ``latent_dim = 64``: 8,984,387 at 3x32x32 and 9,383,747 at 3x64x64 (the
+    authors' module has 6 more: a batch norm it never calls).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        image_shape: tuple[int, int, int],
+        channels: Sequence[int] = (64, 128, 256, 512),
+        blocks_per_stage: int = 2,
+    ) -> None:
+        super().__init__(latent_dim, image_shape)
+        self.channels = _check_sizes("channels", channels, allow_empty=False)
+        if len(self.channels) < 2:
+            raise ValueError(f"channels must list at least two widths; got {self.channels!r}")
+        blocks_per_stage = _check_positive_int("blocks_per_stage", blocks_per_stage)
+        image_channels, height, width = self.image_shape
+        factor = 2 ** len(self.channels)
+        self._start = (self.channels[-1], math.ceil(height / factor), math.ceil(width / factor))
+        self.fc = nn.Linear(latent_dim, math.prod(self._start))
+        blocks: list[nn.Module] = []
+        for stage in reversed(range(1, len(self.channels))):
+            wide, narrow = self.channels[stage], self.channels[stage - 1]
+            blocks += [_TransposedBlock(wide, wide, 1) for _ in range(blocks_per_stage - 1)]
+            blocks.append(_TransposedBlock(wide, narrow, 2))
+        blocks += [_TransposedBlock(self.channels[0], self.channels[0], 1) for _ in range(blocks_per_stage)]
+        self.trunk = nn.Sequential(*blocks)
+        self.out = nn.ConvTranspose2d(
+            self.channels[0], image_channels, 7, stride=2, padding=3, output_padding=1
+        )
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        x = self.fc(latents).reshape(-1, *self._start)
+        return _crop(self.out(self.trunk(x)), self.image_shape[1], self.image_shape[2])
+
+
+@ENCODERS.register(
+    "resnet18-half",
+    help="reference CIFAR/CelebA encoder: half-width ResNet-18, unpadded stem, flattened map, linear",
+)
+def resnet18_half_encoder(
+    image_shape: tuple[int, int, int],
+    output_dim: int,
+    *,
+    channels: tuple[int, ...] = (32, 64, 128),
+    stem_channels: int = 64,
+    blocks_per_stage: int = 2,
+) -> ResNet18HalfEncoder:
+    """Build a :class:`ResNet18HalfEncoder` (the SimVAE paper's CIFAR-10/CelebA encoder)."""
+    return ResNet18HalfEncoder(image_shape, output_dim, channels, stem_channels, blocks_per_stage)
+
+
+@DECODERS.register(
+    "resnet18-half", help="reference CIFAR/CelebA decoder: transposed ResNet-18 512-256-128-64, 7x7 output"
+)
+def resnet18_half_decoder(
+    latent_dim: int,
+    image_shape: tuple[int, int, int],
+    *,
+    channels: tuple[int, ...] = (64, 128, 256, 512),
+    blocks_per_stage: int = 2,
+) -> ResNet18HalfDecoder:
+    """Build a :class:`ResNet18HalfDecoder` (the SimVAE paper's CIFAR-10/CelebA decoder)."""
+    return ResNet18HalfDecoder(latent_dim, image_shape, channels, blocks_per_stage)
 
 
 # --------------------------------------------------------------------------- #

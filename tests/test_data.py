@@ -32,7 +32,6 @@ from pssl.datasets.celeba import CACHE_FOLDER, HAIR_COLOURS
 from pssl.datasets.shapes import SHAPE_COLORS, draw_shapes, sample_shape_params
 from pssl.datasets.styled import palette_tensor, render_styled, sample_style_params
 
-MNIST_DIR = Path("/work/shared/data/mnist")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 IDX_NAMES = (
     "train-images-idx3-ubyte",
@@ -271,9 +270,8 @@ def test_download_option_calls_torchvision_into_root(tmp_path: Path, monkeypatch
         load_dataset("cifar10", {"download": True})
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="real MNIST files not present")
-def test_real_mnist_with_limit() -> None:
-    splits = load_dataset("mnist", {"root": str(MNIST_DIR), "limit": 200, "val_fraction": 0.0})
+def test_real_mnist_with_limit(mnist_root: Path) -> None:
+    splits = load_dataset("mnist", {"root": str(mnist_root), "limit": 200, "val_fraction": 0.0})
     assert splits.image_shape == (1, 28, 28) and len(splits.train) == len(splits.test) == 200
     # Well-known first labels of the official MNIST files.
     assert splits.train.labels[:5].tolist() == [5, 0, 4, 1, 9]
@@ -484,9 +482,8 @@ def test_render_styled_matches_recorded_factors_on_synthetic_glyphs() -> None:
     check_styled_factors(images, base, params, canvas=20, min_peak_alpha=0.995)
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="real MNIST files not present")
-def test_styled_mnist_factors_are_rendered_and_items_align_with_base() -> None:
-    options = {"root": str(MNIST_DIR), "limit": 64, "val_fraction": 0.25}
+def test_styled_mnist_factors_are_rendered_and_items_align_with_base(mnist_root: Path) -> None:
+    options = {"root": str(mnist_root), "limit": 64, "val_fraction": 0.25}
     styled = load_dataset("styled-mnist", options, seed=2)
     base = load_dataset("mnist", options, seed=2)
     assert styled.image_shape == (3, 40, 40) and styled.name == "styled-mnist"

@@ -97,7 +97,11 @@ def loop_moco(
 
 
 def loop_vicreg_parts(first: torch.Tensor, second: torch.Tensor, eps: float = 1e-4, gamma: float = 1.0):
-    """Unweighted (s, v(Z) + v(Z'), c(Z) + c(Z')) of Bardes et al. (2022), s as the published mse_loss."""
+    """Unweighted (s, (v(Z) + v(Z')) / 2, c(Z) + c(Z')) of the official VICReg implementation.
+
+    ``s`` is the published ``mse_loss``; the variance hinge is averaged over the two
+    branches (the paper's eq. 6 writes a sum), the covariance summed.
+    """
     items, features = first.shape
     invariance = first.new_zeros(())
     for i in range(items):
@@ -109,7 +113,7 @@ def loop_vicreg_parts(first: torch.Tensor, second: torch.Tensor, eps: float = 1e
         means = [sum(z[i, f] for i in range(items)) / items for f in range(features)]
         for f in range(features):
             var = sum((z[i, f] - means[f]) ** 2 for i in range(items)) / (items - 1)
-            variance = variance + torch.clamp(gamma - torch.sqrt(var + eps), min=0) / features
+            variance = variance + torch.clamp(gamma - torch.sqrt(var + eps), min=0) / (2 * features)
         for f in range(features):
             for g in range(features):
                 if f != g:
@@ -232,6 +236,43 @@ def test_vicreg_value_and_gradient_match_loop(float64) -> None:
     torch.testing.assert_close(grads_of(ours, [embeddings]), grads_of(reference, [embeddings]))
 
 
+def official_vicreg(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """VICReg as the official implementation writes it for two branches (matrix form, weights 25/25/1).
+
+    Independent of :func:`loop_vicreg_parts`: batch matrix products instead of loops.
+    """
+    batch, features = x.shape
+    invariance = F.mse_loss(x, y)
+    x, y = x - x.mean(dim=0), y - y.mean(dim=0)
+    std_x, std_y = torch.sqrt(x.var(dim=0) + 1e-4), torch.sqrt(y.var(dim=0) + 1e-4)
+    variance = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
+    off = ~torch.eye(features, dtype=torch.bool)
+    cov_x, cov_y = (x.T @ x) / (batch - 1), (y.T @ y) / (batch - 1)
+    covariance = cov_x[off].pow(2).sum() / features + cov_y[off].pow(2).sum() / features
+    return 25.0 * invariance + 25.0 * variance + 1.0 * covariance
+
+
+def test_vicreg_matches_the_official_formula_with_averaged_variance(float64) -> None:
+    """Value and gradient equal the official implementation's loss, variance averaged over branches.
+
+    The embeddings are scaled so that some features' standard deviations fall below
+    gamma = 1 (the hinge is active) and others do not: a summed variance term would
+    differ by the whole hinge.
+    """
+    generator = torch.Generator().manual_seed(14)
+    scales = torch.tensor([0.2, 0.5, 2.0, 0.1, 3.0])
+    embeddings = (torch.randn(16, 2, 5, generator=generator) * scales).requires_grad_(True)
+    terms = losses.vicreg_terms(embeddings)
+    ours = losses.published_loss(terms)
+    reference = official_vicreg(embeddings[:, 0], embeddings[:, 1])
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(grads_of(ours, [embeddings]), grads_of(reference, [embeddings]))
+    x, y = embeddings[:, 0].detach(), embeddings[:, 1].detach()
+    hinge = [F.relu(1 - torch.sqrt(z.var(dim=0) + 1e-4)).mean() for z in (x, y)]
+    assert float(hinge[0] + hinge[1]) > 0.1  # the hinge is active, so the test can fail
+    torch.testing.assert_close(terms["variance"][0], 25.0 * (hinge[0] + hinge[1]) / 2)
+
+
 def test_barlow_value_and_gradient_match_loop(float64) -> None:
     embeddings = torch.randn(6, 2, 4, generator=torch.Generator().manual_seed(5), requires_grad=True)
     ours = losses.published_loss(losses.barlow_twins_terms(embeddings))
@@ -277,8 +318,8 @@ def test_collapsed_representation_pays_the_full_variance_hinge() -> None:
     eps, gamma = 1e-4, 1.0
     collapsed = torch.full((8, 2, 5), 0.3)
     terms = losses.vicreg_terms(collapsed, variance_weight=1.0, gamma=gamma, eps=eps)
-    # per view: (1/p) sum_f (gamma - sqrt(0 + eps)) = gamma - sqrt(eps); two views
-    torch.testing.assert_close(terms["variance"], torch.full((8,), 2 * (gamma - math.sqrt(eps))))
+    # per view: (1/p) sum_f (gamma - sqrt(0 + eps)) = gamma - sqrt(eps); averaged over the two views
+    torch.testing.assert_close(terms["variance"], torch.full((8,), gamma - math.sqrt(eps)))
     assert float(terms["covariance"].abs().max()) == 0.0
     spread = losses.vicreg_terms(torch.randn(64, 2, 5) * 3, variance_weight=1.0)
     assert float(spread["variance"][0]) < 0.05 < float(terms["variance"][0])

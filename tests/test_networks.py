@@ -19,12 +19,20 @@ SMALL = {
     "mlp": {"hidden": (16, 8)},
     "conv": {"channels": (4, 8), "hidden": 16},
     "resnet": {"channels": (4, 8, 8), "blocks_per_stage": 1},
+    "resnet18-half": {"channels": (4, 8, 8), "blocks_per_stage": 1},
 }
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 64, 64)]
 
 
 def applicable(name: str, shape: tuple[int, int, int]) -> bool:
-    return name != "resnet" or shape[1] >= 32
+    return not name.startswith("resnet") or shape[1] >= 32
+
+
+def small(name: str, role: str) -> dict:
+    """Small options for ``name``; the reference ResNet's decoder lists its own (wider) widths."""
+    if name == "resnet18-half" and role == "decoder":
+        return {"channels": (4, 8, 8, 8), "blocks_per_stage": 1}
+    return SMALL[name]
 
 
 CASES = [(name, shape) for name in ENCODERS.names() for shape in SHAPES if applicable(name, shape)]
@@ -58,7 +66,7 @@ def test_encoder_batch_of_one_in_eval_mode(name: str, shape: tuple[int, int, int
 @pytest.mark.parametrize(("name", "shape"), CASES)
 def test_decoder_output_shape_with_leading_dims(name: str, shape: tuple[int, int, int]) -> None:
     torch.manual_seed(0)
-    decoder = build_decoder(name, 5, shape, SMALL[name])
+    decoder = build_decoder(name, 5, shape, small(name, "decoder"))
     assert decoder.latent_dim == 5
     assert decoder(torch.randn(4, 5)).shape == (4, *shape)
     out = decoder(torch.randn(2, 3, 5))
@@ -114,7 +122,57 @@ def test_mlp_default_is_the_reference_network() -> None:
     assert widths == [(784, 2000), (2000, 500), (500, 500), (500, 20)]
     decoder = build_decoder("mlp", 10, (1, 28, 28))
     widths = [(m.in_features, m.out_features) for m in decoder.modules() if isinstance(m, torch.nn.Linear)]
-    assert widths == [(10, 2000), (2000, 500), (500, 500), (500, 784)]
+    # d-500-500-2000-784: the encoder's widths reversed, 500 next to the latent (PAPER.md section 5)
+    assert widths == [(10, 500), (500, 500), (500, 2000), (2000, 784)]
+    assert sum(p.numel() for p in decoder.parameters()) == 2_826_784
+    assert (
+        sum(p.numel() for p in encoder.parameters())
+        == 784 * 2000 + 2000 + 2000 * 500 + 500 + 500 * 500 + 500 + 500 * 20 + 20
+    )
+
+
+# (image side, encoder parameters for output_dim 128, decoder parameters for latent 64, final feature map)
+REFERENCE_RESNET = {
+    32: (969_920, 8_984_387, (128, 4, 4)),
+    64: (1_757_632, 9_383_747, (128, 8, 8)),
+}
+
+
+@pytest.mark.parametrize("side", sorted(REFERENCE_RESNET))
+def test_reference_resnet_pair_parameter_counts_and_shapes(side: int) -> None:
+    """The half-width ResNet-18 pair of the paper's CIFAR-10 (32 px) and CelebA (64 px) setups.
+
+    The counts equal those of the authors' released networks (their decoder holds
+    6 more parameters in a batch norm it never calls).
+    """
+    encoder_params, decoder_params, feature_shape = REFERENCE_RESNET[side]
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet18-half", (3, side, side), 128)
+    decoder = build_decoder("resnet18-half", 64, (3, side, side))
+    assert sum(p.numel() for p in encoder.parameters()) == encoder_params
+    assert sum(p.numel() for p in decoder.parameters()) == decoder_params
+    assert encoder.feature_shape == feature_shape
+    stem = encoder.stem[0]
+    assert stem.kernel_size == ((3, 3) if side == 32 else (4, 4))
+    assert stem.stride == (1, 1) and stem.padding == (0, 0)
+    # flattened, not pooled: the linear layer reads the whole final map
+    assert encoder.fc.in_features == feature_shape[0] * feature_shape[1] * feature_shape[2]
+    blocks = [m for m in encoder.trunk if m.__class__.__name__ == "BasicBlock"]
+    assert [b.conv1.out_channels for b in blocks] == [32, 32, 64, 64, 128, 128]
+    images = torch.rand(2, 2, 3, side, side)
+    assert encoder(images).shape == (2, 2, 128)
+    out = decoder(torch.randn(2, 2, 64))
+    assert out.shape == (2, 2, 3, side, side)
+    assert torch.isfinite(out).all()
+
+
+def test_reference_resnet_convolutions_start_kaiming_normal() -> None:
+    """Kaiming-normal (fan-out, ReLU gain): weight std sqrt(2 / (out_channels * k * k)) within 10%."""
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet18-half", (3, 32, 32), 128)
+    conv = encoder.trunk[-1].conv2  # 128 x 128 x 3 x 3: enough weights for a tight estimate
+    expected = (2.0 / (conv.out_channels * 9)) ** 0.5
+    assert abs(float(conv.weight.detach().std()) / expected - 1) < 0.1
 
 
 def test_resnet_default_channels_are_the_reference() -> None:
