@@ -6,7 +6,8 @@ Importing this package registers every built-in method, prior and likelihood.
 from __future__ import annotations
 
 from pssl.models import contrastive, multimodal, redundancy, sites  # noqa: F401  (registers methods)
-from pssl.models.base import MODELS, ModelSpec, SSLModel, ViewBatch, build_model
+from pssl.models.base import MODELS, ModelSpec, SSLModel, ViewBatch, build_model, make_view_batch
+from pssl.models.build import build_for_data, default_components
 from pssl.models.likelihoods import LIKELIHOODS, Likelihood, bits_per_dim, build_likelihood
 from pssl.models.priors import (
     PRIORS,
@@ -37,9 +38,12 @@ __all__ = [
     "VAE",
     "ViewBatch",
     "ViewPrior",
+    "build_for_data",
     "build_likelihood",
     "build_model",
     "build_prior",
     "build_view_prior",
+    "default_components",
+    "make_view_batch",
     "sites",
 ]

@@ -25,9 +25,10 @@ times it (see :mod:`pssl.models.discriminative`).
 * ``moco``: the query is ``g_q(f_q(view 0))`` (the only z, views plate of size 1),
   the key ``g_k(f_k(view 1))`` from a momentum copy of backbone and head, under
   ``no_grad``; a categorical over ``[key, queue of K negatives]`` observed at 0.
-  :meth:`MoCo.after_step` (called by the loop after each optimiser step) moves
+  :meth:`MoCo.after_step` (called by the loop after each optimiser step, and by a
+  plain-Pyro user after each ``svi.step``) moves
   the key networks, ``theta_k <- m theta_k + (1 - m) theta_q``, and enqueues the
-  keys of the step just taken (stored during :meth:`MoCo.model`). The queue, its
+  keys of the step just taken (stored while the model runs in training mode). The queue, its
   pointer and the key networks are a buffer, a buffer and modules, so they are
   in ``state_dict`` and checkpoints resume exactly. Views after the second are
   not used; batch-norm shuffling (a multi-GPU device) is not implemented.
@@ -102,6 +103,8 @@ class SimCLR(SingleEncoderSSL):
         temperature: tau.
         representation: ``backbone`` or ``projection``.
     """
+
+    pyro_name = "simclr"
 
     def __init__(
         self,
@@ -180,6 +183,8 @@ class CLIP(PointMassSSL):
     """
 
     min_views = 1
+    guide_networks = ("first_backbone", "second_backbone")
+    pyro_name = "clip"
 
     def __init__(
         self,
@@ -329,7 +334,14 @@ class MoCo(SingleEncoderSSL):
         momentum: m of the key networks' moving average (MoCo: 0.999).
         temperature: tau (MoCo v2: 0.2).
         representation: ``backbone`` or ``projection`` (of the query networks).
+
+    Training with plain Pyro: call :meth:`after_step` after every ``svi.step``
+    (momentum update of the key networks, then the step's keys into the queue).
+    The key networks are not trainable (``requires_grad=False``), so they are not
+    registered with Pyro's param store.
     """
+
+    pyro_name = "moco"
 
     def __init__(
         self,

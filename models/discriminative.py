@@ -159,13 +159,20 @@ class PointMassSSL(SSLModel):
 
     # --- Pyro programs -------------------------------------------------------------------
 
-    def guide(self, batch: ViewBatch) -> None:
+    def guide_program(self, batch: ViewBatch) -> None:
+        """The encoder's point mass ``z ~ Delta(f(x))``."""
         with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
             latent = self.latent(batch)
             with pyro.plate(sites.VIEWS, latent.shape[1], dim=sites.VIEWS_DIM):
                 pyro.sample(sites.VIEW_LATENT, dist.Delta(latent, event_dim=1))
 
-    def model(self, batch: ViewBatch) -> None:
+    def model_program(self, batch: ViewBatch) -> None:
+        """Flat z replayed from the guide, then the objective's observed / factor sites."""
+        if batch.views is None:
+            raise ValueError(
+                f"{type(self).__name__} is discriminative: it does not model images, so it cannot sample "
+                "views; pass views (its model scores them, it does not generate them)"
+            )
         self.check_batch(batch)
         num_views = self.num_latent_views(batch)
         flat = dist.ImproperUniform(
@@ -190,6 +197,9 @@ class PointMassSSL(SSLModel):
 class SingleEncoderSSL(PointMassSSL):
     """A point-mass method with one backbone ``f`` for every view and one head ``g``.
 
+    The backbone is the guide's network; the head belongs to the model (the
+    "likelihood" of the objective's observation).
+
     ``z_ij = f(x_ij)``; the objective reads ``g(z_ij)``.
 
     Args:
@@ -197,6 +207,8 @@ class SingleEncoderSSL(PointMassSSL):
         head: ``(..., d) -> (..., p)``.
         representation: what :meth:`encode` returns (``backbone`` or ``projection``).
     """
+
+    guide_networks = ("backbone",)
 
     def __init__(self, backbone: nn.Module, head: nn.Module, *, representation: str = "backbone") -> None:
         super().__init__(

@@ -133,6 +133,7 @@ class MultimodalSimVAE(SimVAE):
     """
 
     min_views = 1
+    pyro_name = "simvae-multimodal"
 
     def __init__(
         self,
@@ -152,7 +153,12 @@ class MultimodalSimVAE(SimVAE):
 
     @staticmethod
     def modality_batch(batch: ViewBatch) -> ViewBatch:
-        """The batch with views ``(B, 2, C, H // 2, W)``: modality A, modality B."""
+        """The batch with views ``(B, 2, C, H // 2, W)``: modality A, modality B.
+
+        Without views (sampling), a batch of the same items with two views to sample.
+        """
+        if batch.views is None:
+            return ViewBatch(None, batch.index, batch.num_items, batch.extras, 2)
         first, second = modality_pair(batch.views)
         if first.shape != second.shape:
             raise ValueError(
@@ -161,11 +167,12 @@ class MultimodalSimVAE(SimVAE):
             )
         return ViewBatch(torch.stack([first, second], dim=1), batch.index, batch.num_items, batch.extras)
 
-    def model(self, batch: ViewBatch) -> None:
-        super().model(self.modality_batch(batch))
+    def model_program(self, batch: ViewBatch) -> None:
+        """SimVAE's model over the two modalities; sampled x is ``(B, 2, C, H // 2, W)`` (A, B)."""
+        super().model_program(self.modality_batch(batch))
 
-    def guide(self, batch: ViewBatch) -> None:
-        super().guide(self.modality_batch(batch))
+    def guide_program(self, batch: ViewBatch) -> None:
+        super().guide_program(self.modality_batch(batch))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         first, second = split_modalities(images)

@@ -57,6 +57,8 @@ class VICReg(SingleEncoderSSL):
         representation: ``backbone`` or ``projection``.
     """
 
+    pyro_name = "vicreg"
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -143,6 +145,8 @@ class BarlowTwins(SingleEncoderSSL):
         off_diagonal_weight: lambda (5e-3).
         representation: ``backbone`` or ``projection``.
     """
+
+    pyro_name = "barlow"
 
     def __init__(
         self,

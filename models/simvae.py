@@ -144,6 +144,8 @@ class SimVAE(SSLModel):
 
     generative = True
     min_views = 2
+    guide_networks = ("encoder", "content_guide")
+    pyro_name = "simvae"
 
     def __init__(
         self,
@@ -194,7 +196,12 @@ class SimVAE(SSLModel):
 
     # --- Pyro programs -----------------------------------------------------------------
 
-    def model(self, batch: ViewBatch) -> None:
+    def model_program(self, batch: ViewBatch) -> None:
+        """p(y) p(z | y) p(x | z) over the batch; x is sampled when ``batch.views`` is ``None``."""
+        if not batch.observed and not self.content_prior.proper:
+            raise ValueError(
+                f"cannot sample views: the content prior {type(self.content_prior).__name__} is improper"
+            )
         num_items, num_views = batch.batch_size, batch.num_views
         with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
             with poutine.scale(scale=self.beta):
@@ -207,7 +214,8 @@ class SimVAE(SSLModel):
                         sites.OBSERVATION, self.likelihood.distribution(self.decoder(latent)), obs=batch.views
                     )
 
-    def guide(self, batch: ViewBatch) -> None:
+    def guide_program(self, batch: ViewBatch) -> None:
+        """q(z | x) q(y | z) over the batch."""
         with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
             loc, scale = self.encoder(batch.views)
             with (

@@ -36,6 +36,8 @@ class VAE(SSLModel):
 
     generative = True
     min_views = 1
+    guide_networks = ("encoder",)
+    pyro_name = "vae"
 
     def __init__(
         self,
@@ -67,7 +69,8 @@ class VAE(SSLModel):
         self.latent_dim = encoder.latent_dim
         self.representation_dim = self.latent_dim
 
-    def model(self, batch: ViewBatch) -> None:
+    def model_program(self, batch: ViewBatch) -> None:
+        """p(z) p(x | z) per view; x is sampled when ``batch.views`` is ``None``."""
         with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
             with pyro.plate(sites.VIEWS, batch.num_views, dim=sites.VIEWS_DIM):
                 with poutine.scale(scale=self.beta):
@@ -79,7 +82,8 @@ class VAE(SSLModel):
                         sites.OBSERVATION, self.likelihood.distribution(self.decoder(latent)), obs=batch.views
                     )
 
-    def guide(self, batch: ViewBatch) -> None:
+    def guide_program(self, batch: ViewBatch) -> None:
+        """q(z | x) per view."""
         with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
             loc, scale = self.encoder(batch.views)
             with (
