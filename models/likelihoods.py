@@ -458,6 +458,23 @@ class LaplaceLikelihood(_ShapedLikelihood):
         return _link(decoded, self.link)
 
 
+class _EightBitGrid(constraints.Constraint):
+    """Support of :class:`DiscretizedLogistic`: the 256 values ``k / 255`` (a discrete set).
+
+    ``check`` accepts any value in [0, 1], because off-grid values are scored as
+    their nearest grid value (see :class:`DiscretizedLogistic`).
+    """
+
+    is_discrete = True
+    event_dim = 0
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return (value >= 0) & (value <= 1)
+
+    def __repr__(self) -> str:
+        return "EightBitGrid()"
+
+
 class DiscretizedLogistic(TorchDistribution):
     r"""A logistic density integrated over the bins of the 8-bit grid ``{k / 255 : k = 0..255}``.
 
@@ -484,7 +501,7 @@ class DiscretizedLogistic(TorchDistribution):
     """
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.unit_interval
+    support = _EightBitGrid()
     has_rsample = False
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None) -> None:

@@ -9,7 +9,11 @@ Diagnostics read a trained method only through its public interface
 * :mod:`~pssl.diagnostics.predictive`: posterior and prior predictive checks;
 * :mod:`~pssl.diagnostics.structure`: within/across-item variance, alignment,
   uniformity and effective rank of any method's representation over augmented views;
-* :mod:`~pssl.diagnostics.inference_data`: the draws as an ArviZ ``InferenceData``;
+* :mod:`~pssl.diagnostics.inference_data`: :func:`to_inference_data`, the draws as an
+  ArviZ ``InferenceData`` whose groups mean what ArviZ assumes (importance-resampled
+  ``posterior``, ``prior``, ``prior_predictive``, ``posterior_predictive``, ``observed_data``);
+* :mod:`~pssl.diagnostics.elpd`: the held-out elpd (importance-sampled log p(x_i) of test
+  items) as an ArviZ ``ELPDData`` for ``az.compare``;
 * :mod:`~pssl.diagnostics.report`: :func:`diagnose` and :func:`diagnose_run`, which
   write ``diagnostics.json``/``.md``/``.nc`` and PNG figures into a run directory.
 
@@ -21,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+from pssl.diagnostics.elpd import compare_held_out, comparison_markdown, held_out_elpd
 from pssl.diagnostics.importance import (
     ImportanceSamples,
     bits_per_dim,
@@ -28,11 +33,19 @@ from pssl.diagnostics.importance import (
     evidence_summary,
     importance_ess,
     importance_sample,
+    iwae_log_evidence,
     khat_threshold,
     pareto_khat,
     pareto_summary,
 )
-from pssl.diagnostics.inference_data import read_netcdf, to_inference_data, write_netcdf
+from pssl.diagnostics.inference_data import (
+    LOO_REFUSAL,
+    LooNotApplicableError,
+    build_inference_data,
+    read_netcdf,
+    to_inference_data,
+    write_netcdf,
+)
 from pssl.diagnostics.predictive import image_statistics, predictive_summary, prior_samples
 from pssl.diagnostics.report import DEFAULT_MAX_ITEMS, DEFAULT_NUM_SAMPLES, diagnose, diagnose_run
 from pssl.diagnostics.structure import (
@@ -43,6 +56,13 @@ from pssl.diagnostics.structure import (
 )
 
 __all__ = [
+    "LOO_REFUSAL",
+    "LooNotApplicableError",
+    "build_inference_data",
+    "compare_held_out",
+    "comparison_markdown",
+    "held_out_elpd",
+    "iwae_log_evidence",
     "DEFAULT_MAX_ITEMS",
     "DEFAULT_NUM_SAMPLES",
     "ImportanceSamples",

@@ -270,9 +270,18 @@ class ImportanceSamples:
         kl_per_dim: ``(d,)`` mean KL of q(z | x) to the reference prior per dimension (nats per view).
         kl_reference: ``"prior"``, ``"marginal"`` or ``"conditional"`` (see :func:`view_marginal`).
         point_mass_sites: guide latent sites that are point masses (weights are then not a bound).
-        discrete_observation: whether the likelihood is a probability mass function.
-        num_dims: ``J * C * H * W``, dimensions per item.
+        discrete_observation: whether the likelihood is a probability mass function
+            (read off the ``x`` site's support).
+        binary_observation: whether that pmf is over {0, 1} (Bernoulli): on grey values it is
+            then a cross-entropy, not a probability.
+        num_dims: observed values per item, counted from the ``x`` site's value
+            (``J C H W`` for views of ``(C, H, W)`` images; ``C H W`` for the
+            multimodal SimVAE, whose two "views" are the two half-images).
         view_marginal: the recognised prior of z (or ``None``).
+        observed: ``(N, ...)`` the ``x`` site's observed value per item (what log p(x) refers to).
+        view_shape: ``(J, C, H, W)`` of the views the model was given.
+        latent_site_shapes: the per-item shape of each guide latent in the trace
+            (to put stored draws back into a trace, e.g. for predictive draws).
     """
 
     log_weights: torch.Tensor
@@ -286,8 +295,12 @@ class ImportanceSamples:
     kl_reference: str | None = None
     point_mass_sites: list[str] = field(default_factory=list)
     discrete_observation: bool = False
+    binary_observation: bool = False
     num_dims: int = 0
     view_marginal: ViewMarginal | None = None
+    observed: torch.Tensor | None = None
+    view_shape: tuple[int, ...] = ()
+    latent_site_shapes: dict[str, torch.Size] = field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:
@@ -368,8 +381,9 @@ def importance_sample(
     log_weights = torch.empty(total, num_items, dtype=torch.float64)
     log_lik = torch.empty(total, num_items, dtype=torch.float64)
     result = ImportanceSamples(
-        log_weights=log_weights, log_likelihood=log_lik, num_dims=int(np.prod(views.shape[1:]))
+        log_weights=log_weights, log_likelihood=log_lik, view_shape=tuple(views.shape[1:])
     )
+    observed_chunks: list[torch.Tensor] = []
     kl_sum: torch.Tensor | None = None
     kl_count = 0
     posterior_means = []
@@ -380,7 +394,6 @@ def importance_sample(
             for start in range(0, num_items, items_per_pass):
                 chunk = views[start : start + items_per_pass]
                 b = chunk.shape[0]
-                result.observed_statistics = _concat(result.observed_statistics, statistics(chunk))
                 for p0 in range(0, total, particles_per_pass):
                     k = min(particles_per_pass, total - p0)
                     replicated = chunk.repeat(k, 1, 1, 1, 1)
@@ -402,8 +415,16 @@ def importance_sample(
                         kl_count += kl[1]
                     if p0 == 0:
                         posterior_means.append(_posterior_mean(guide_trace, b))
+                        observed_chunks.append(_observed_value(model_trace, b))
     finally:
         model.train(was_training)
+    if observed_chunks and all(o is not None for o in observed_chunks):
+        result.observed = torch.cat(observed_chunks)
+        result.num_dims = int(result.observed[0].numel())
+        result.observed_statistics = statistics(result.observed)
+    else:
+        result.num_dims = int(np.prod(views.shape[1:]))
+        result.observed_statistics = statistics(views)
     if posterior_means and all(m is not None for m in posterior_means):
         result.posterior_mean = torch.cat(posterior_means)
     if kl_sum is not None and kl_count:
@@ -433,6 +454,7 @@ def _record_pass(
             if name not in result.latents:
                 result.latents[name] = torch.empty(total, num_items, *shape)
                 result.latent_dims[name] = dims
+                result.latent_site_shapes[name] = site["value"].shape[1:]
             result.latents[name][slot] = site["value"].reshape(k, b, *shape).float().cpu()
     observed = sample_sites(model_trace, observed=True).get(sites.OBSERVATION)
     if observed is None or observed["value"].dim() != 5:
@@ -442,6 +464,14 @@ def _record_pass(
         if key not in result.replicated_statistics:
             result.replicated_statistics[key] = torch.empty(total, num_items, num_views)
         result.replicated_statistics[key][slot] = value.reshape(k, b, num_views).float().cpu()
+
+
+def _observed_value(model_trace: poutine.Trace, num_items: int) -> torch.Tensor | None:
+    """``(B, ...)`` observed value of the ``x`` site for the first replica of each item."""
+    site = sample_sites(model_trace, observed=True).get(sites.OBSERVATION)
+    if site is None or site["value"].dim() < 4:
+        return None
+    return site["value"][:num_items].float().cpu()
 
 
 def _posterior_mean(guide_trace: poutine.Trace, num_items: int) -> torch.Tensor | None:
@@ -461,6 +491,15 @@ def _concat(existing: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> 
     if not existing:
         return {k: v.cpu() for k, v in new.items()}
     return {k: torch.cat([existing[k], new[k].cpu()]) for k in existing}
+
+
+def _is_binary_support(support: Any) -> bool:
+    """Whether a support is {0, 1} (a Bernoulli pmf), looking through ``independent``."""
+    from torch.distributions import constraints
+
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    return support is constraints.boolean
 
 
 def _log_weights(
@@ -487,6 +526,7 @@ def _log_weights(
             log_lik = log_lik + value
             if name == sites.OBSERVATION:
                 result.discrete_observation = bool(site["fn"].support.is_discrete)
+                result.binary_observation = _is_binary_support(site["fn"].support)
     for name, site in guide_latents.items():
         if is_point_mass(site["fn"]) and name not in result.point_mass_sites:
             result.point_mass_sites.append(name)
@@ -608,6 +648,7 @@ def evidence_summary(
         ),
         "dequantised": bool(continuous and eight_bit),
         "discrete_likelihood": bool(samples.discrete_observation),
+        "binary_likelihood": bool(samples.binary_observation),
         "is_bound": not samples.point_mass_sites,
         "point_mass_sites": list(samples.point_mass_sites),
     }
@@ -617,6 +658,89 @@ def per_item_evidence(log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     """``(IWAE_i, ELBO_i)``, each ``(N,)``, from ``(K, N)`` log weights."""
     k = log_weights.shape[0]
     return torch.logsumexp(log_weights, 0) - math.log(k), log_weights.mean(0)
+
+
+def iwae_log_evidence(
+    model: SSLModel,
+    views: torch.Tensor,
+    *,
+    num_samples: int,
+    seed: int = 0,
+    max_images_per_pass: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-item IWAE estimate of log p(x_i) and the per-item ELBO, from ``K`` guide draws.
+
+    .. math::
+
+        \widehat{\log p}(x_i) = \log \frac{1}{K} \sum_{k=1}^K w_i^{(k)}, \qquad
+        \text{ELBO}_i = \frac{1}{K} \sum_{k=1}^K \log w_i^{(k)},
+
+    with ``w`` the unscaled importance weights of :func:`importance_sample`. By
+    Jensen ``E[IWAE_K] <= log p(x_i)``, increasing in ``K`` and converging to it
+    (Burda et al. 2016); the two agree only when every weight of an item is equal
+    (q is the exact posterior).
+
+    Args:
+        model: a generative method; its guide is the proposal.
+        views: ``(N, J, C, H, W)`` views of ``N`` items.
+        num_samples: K.
+        seed: seeds the draws.
+        max_images_per_pass: memory bound (see :func:`importance_sample`).
+
+    Returns:
+        ``(iwae, elbo)``, each ``(N,)`` float64, nats per item.
+    """
+    samples = importance_sample(
+        model,
+        views,
+        num_samples=num_samples,
+        seed=seed,
+        max_images_per_pass=max_images_per_pass,
+        keep_latents=False,
+    )
+    if samples.point_mass_sites:
+        raise ValueError(
+            f"the guide has point-mass sites {samples.point_mass_sites}: its ratios are not importance "
+            "weights, so there is no IWAE estimate of log p(x)"
+        )
+    return per_item_evidence(samples.log_weights)
+
+
+def smoothed_log_weights(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PSIS: each item's normalised, Pareto-smoothed log weights and their k-hat.
+
+    Args:
+        log_weights: ``(K, N)`` log importance weights.
+
+    Returns:
+        ``(smoothed (K, N), khat (N,))``; ``logsumexp`` of each smoothed column is 0.
+        Items with constant weights (spread below :data:`CONSTANT_WEIGHT_SPREAD`)
+        get uniform weights and k-hat 0.
+    """
+    lw = np.asarray(log_weights, dtype=np.float64).T.copy()  # (N, K): ArviZ wants samples last
+    if lw.shape[1] < 2:
+        raise ValueError(f"PSIS needs at least 2 draws per item, got {lw.shape[1]}")
+    constant = (lw.max(1) - lw.min(1)) < CONSTANT_WEIGHT_SPREAD
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        smoothed, khat = arviz().psislw(lw, reff=1.0)
+    smoothed, khat = np.asarray(smoothed, dtype=np.float64), np.asarray(khat, dtype=np.float64)
+    smoothed[constant] = -math.log(lw.shape[1])
+    khat[constant] = 0.0
+    return smoothed.T, khat
+
+
+def resample_indices(smoothed: np.ndarray, num_draws: int, generator: torch.Generator) -> np.ndarray:
+    """Multinomial resampling: ``(num_draws, N)`` indices into each item's ``K`` draws.
+
+    Draw ``s`` of item ``i`` picks proposal draw ``k`` with probability
+    ``exp(smoothed[k, i])``, so resampled draws are (approximately, for finite K)
+    distributed as the posterior: sampling-importance-resampling with PSIS weights.
+    """
+    probs = torch.from_numpy(np.exp(smoothed)).T  # (N, K)
+    probs = probs / probs.sum(1, keepdim=True)
+    picks = torch.multinomial(probs, num_draws, replacement=True, generator=generator)
+    return picks.T.numpy()
 
 
 def khat_threshold(num_samples: int) -> float:
@@ -709,11 +833,14 @@ __all__ = [
     "evidence_summary",
     "importance_ess",
     "importance_sample",
+    "iwae_log_evidence",
     "khat_threshold",
     "pareto_khat",
     "pareto_summary",
     "per_item_evidence",
     "per_item_log_prob",
+    "resample_indices",
+    "smoothed_log_weights",
     "trace_pair",
     "view_marginal",
 ]

@@ -46,19 +46,42 @@ def plot_khat(khat: np.ndarray, threshold: float, path: str | Path, *, title: st
 def plot_ppc(idata: Any, path: str | Path, *, num_pp_samples: int = 50, seed: int = 0) -> Path:
     """``az.plot_ppc`` of the image statistics (replicated draws against the held-out views)."""
     from pssl.diagnostics.importance import arviz
+    from pssl.diagnostics.predictive import STATISTICS
 
     az, plt = arviz(), pyplot()
-    num_vars = len(idata.observed_data.data_vars)
-    fig, axes = plt.subplots(1, num_vars, figsize=(3.4 * num_vars, 2.8), squeeze=False)
+    names = [k for k in STATISTICS if k in idata.posterior_predictive.data_vars]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 2.8), squeeze=False)
     draws = idata.posterior_predictive.sizes["draw"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         az.plot_ppc(
-            idata, num_pp_samples=min(num_pp_samples, draws), random_seed=seed, ax=axes[0], textsize=8
+            idata,
+            var_names=names,
+            num_pp_samples=min(num_pp_samples, draws),
+            random_seed=seed,
+            ax=axes[0],
+            textsize=8,
         )
-    fig.suptitle("posterior predictive check: statistics of x_rep ~ p(x|z), z ~ q(z|x)", fontsize=9)
+    fig.suptitle(
+        "posterior predictive check: image statistics of x_rep ~ p(x | z), z ~ posterior", fontsize=9
+    )
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_prior_predictive(idata: Any, path: str | Path, *, count: int = 10, title: str = "prior") -> Path:
+    """The first ``count`` prior-predictive draws of ``x``, one row per view."""
+    import torch
+
+    from pssl.plots import image_grid
+
+    x = torch.from_numpy(np.asarray(idata.prior_predictive["x"].values[0][:count]))
+    if x.dim() == 5:  # (draw, view, C, H, W): one row per view
+        rows = [x[:, j] for j in range(x.shape[1])]
+        titles = [f"view {j}" for j in range(x.shape[1])]
+    else:
+        rows, titles = [x], ["x"]
+    return image_grid(rows, path, row_titles=[f"{title}: {t}" if title else t for t in titles])
 
 
 def plot_latents(collapse: dict[str, Any], path: str | Path, *, threshold: float) -> Path:
@@ -86,4 +109,4 @@ def plot_latents(collapse: dict[str, Any], path: str | Path, *, threshold: float
     return _save(fig, path)
 
 
-__all__ = ["plot_khat", "plot_latents", "plot_ppc", "pyplot"]
+__all__ = ["plot_khat", "plot_latents", "plot_ppc", "plot_prior_predictive", "pyplot"]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pssl.diagnostics.elpd import ESTIMATOR
 from pssl.diagnostics.importance import (
     ACTIVE_UNIT_THRESHOLD,
     collapse_summary,
@@ -36,8 +37,8 @@ from pssl.diagnostics.importance import (
     importance_sample,
     pareto_summary,
 )
-from pssl.diagnostics.inference_data import NOT_LOO_NOTE, to_inference_data, write_netcdf
-from pssl.diagnostics.predictive import predictive_summary, prior_samples
+from pssl.diagnostics.inference_data import LOO_REFUSAL, build_inference_data, write_netcdf
+from pssl.diagnostics.predictive import STATISTICS, predictive_summary, prior_samples
 from pssl.diagnostics.structure import (
     as_model_input,
     compare_structure,
@@ -60,7 +61,9 @@ CONVENTIONS = {
         "tempering scale, beta and the minibatch factor are training devices and are not applied"
     ),
     "bits_per_dim": (
-        "-log p(x) / (J C H W ln 2); for a continuous density on 8-bit data scaled as k/255, log 255 per "
+        "-log p(x) / (D ln 2) with D the observed values per item counted from the x site (J C H W for J "
+        "views of C x H x W images; C H W for the multimodal SimVAE, whose views are the two half-images); "
+        "for a continuous density on 8-bit data scaled as k/255, log 255 per "
         "dimension is added (the probability of the 1/255-wide bin); a discrete likelihood needs none; a "
         "Bernoulli likelihood on grey values is a cross-entropy, not a normalised probability"
     ),
@@ -76,7 +79,13 @@ CONVENTIONS = {
     ),
     "active_units": "dimensions with Cov_x(E_q[z]) > 0.01 over items and views (Burda et al. 2016)",
     "views": "J views of each held-out image drawn by the run's augmentation preset with a fixed seed",
-    "log_likelihood_group": NOT_LOO_NOTE,
+    "held_out_elpd": ESTIMATOR + "; pssl.diagnostics.held_out_elpd(idata) gives it as an ArviZ ELPDData",
+    "posterior_group": (
+        "diagnostics.nc's posterior holds importance-resampled guide draws (PSIS-smoothed weights); the raw "
+        "guide draws are in variational_posterior"
+    ),
+    "predictive": "posterior predictive checks use the resampled posterior draws",
+    "loo": LOO_REFUSAL,
 }
 
 
@@ -96,7 +105,13 @@ def evidence_reading(evidence: dict[str, Any]) -> str:
             f"objective, not importance weights, so {evidence['log_px_iwae_nats']:.4g} nats per item is not "
             "an estimate of log p(x)"
         )
-    unit = "bits/dim" + (", dequantised" if evidence["dequantised"] else "")
+    unit = "bits/dim" + (
+        ", discrete likelihood"
+        if evidence["discrete_likelihood"]
+        else ", dequantised"
+        if evidence["dequantised"]
+        else ""
+    )
     caveat = f" ({evidence['note']})" if evidence.get("note") else ""
     return (
         f"log p(x) ~ {evidence['log_px_iwae_nats']:.5g} nats per item "
@@ -284,11 +299,25 @@ def generative_diagnostics(
         model, views, num_samples=num_samples, seed=seed, max_images_per_pass=max_images_per_pass
     )
     evidence = evidence_summary(samples, eight_bit=eight_bit, likelihood=getattr(model, "likelihood", None))
-    if evidence["discrete_likelihood"] and not bool(((views == 0) | (views == 1)).all()):
-        evidence["note"] = "discrete likelihood on non-binary views: a cross-entropy, not a log-probability"
+    if evidence["binary_likelihood"] and not bool(((views == 0) | (views == 1)).all()):
+        evidence["note"] = "Bernoulli likelihood on grey views: a cross-entropy, not a log-probability"
     pareto, khat, ess = pareto_summary(samples)
     collapse = collapse_summary(samples)
-    predictive = predictive_summary(samples.observed_statistics, samples.replicated_statistics)
+    idata = None
+    if evidence["is_bound"]:
+        idata = build_inference_data(
+            model,
+            samples,
+            seed=seed,
+            max_images_per_pass=max_images_per_pass,
+            attrs={"model": name, "seed": seed},
+        )
+        predictive = predictive_summary(
+            {k: torch.from_numpy(idata.observed_data[k].values) for k in STATISTICS},
+            {k: torch.from_numpy(idata.posterior_predictive[k].values[0]) for k in STATISTICS},
+        )
+    else:
+        predictive = predictive_summary(samples.observed_statistics, samples.replicated_statistics)
     sections = {
         "num_samples": int(num_samples),
         "log_evidence": evidence,
@@ -296,6 +325,18 @@ def generative_diagnostics(
         "collapse": collapse,
         "predictive": predictive,
     }
+    if idata is not None:
+        from pssl.diagnostics.elpd import held_out_elpd
+
+        elpd = held_out_elpd(idata)
+        sections["held_out_elpd"] = {
+            "elpd_nats": float(elpd["elpd_loo"]),
+            "se_nats": float(elpd["se"]),
+            "num_items": int(elpd["n_data_points"]),
+            "num_samples": int(elpd["n_samples"]),
+            "items_above_khat_threshold": int(np.sum(np.asarray(elpd["pareto_k"]) > elpd["good_k"])),
+            "estimator": elpd["estimator"],
+        }
     readings = {
         "log_evidence": evidence_reading(evidence),
         "khat": khat_reading(pareto)
@@ -304,7 +345,6 @@ def generative_diagnostics(
         "collapse": collapse_reading(collapse),
         "predictive": predictive_reading(predictive),
     }
-    idata = to_inference_data(samples, khat=khat, ess=ess, attrs={"model": name, "seed": seed})
     return sections, readings, idata, khat
 
 
@@ -318,18 +358,24 @@ def _write_generative_files(
     name: str,
     seed: int,
 ) -> dict[str, str]:
-    from pssl.diagnostics.plots import plot_khat, plot_latents, plot_ppc
+    from pssl.diagnostics.plots import plot_khat, plot_latents, plot_ppc, plot_prior_predictive
     from pssl.plots import image_grid
 
-    files = {"netcdf": write_netcdf(idata, out_path / "diagnostics.nc").name}
+    files = {}
+    if idata is not None:
+        files["netcdf"] = write_netcdf(idata, out_path / "diagnostics.nc").name
     files["khat_plot"] = plot_khat(
         khat,
         pareto["khat_threshold"],
         out_path / "diagnostics_khat.png",
         title=f"{name}: Pareto k-hat per item",
     ).name
-    if "posterior_predictive" in idata.groups():
+    if idata is not None and "posterior_predictive" in idata.groups():
         files["ppc_plot"] = plot_ppc(idata, out_path / "diagnostics_ppc.png", seed=seed).name
+    if idata is not None and "prior_predictive" in idata.groups():
+        files["prior_predictive"] = plot_prior_predictive(
+            idata, out_path / "diagnostics_prior_predictive.png", title="prior predictive"
+        ).name
     if "active_units" in collapse or collapse.get("kl_per_dim") is not None:
         files["latents_plot"] = plot_latents(
             collapse, out_path / "diagnostics_latents.png", threshold=ACTIVE_UNIT_THRESHOLD
