@@ -23,9 +23,7 @@ so. History of the layout:
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,23 +99,19 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 def save_checkpoint(state: dict[str, Any], path: str | Path, *, keep: int | None = None) -> Path:
     """Write ``state`` atomically to ``path``; then keep only the newest ``keep`` checkpoints.
 
+    The folder must exist (the run directory's owner, :mod:`pssl.rundir`, creates and locks it).
+    Writing goes through :func:`pssl.rundir.atomic_write`: on a full disk the
+    previous checkpoints stay, and the error names the path and the cause.
+
     Returns:
         The path written.
     """
+    from pssl.rundir import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(state)
     payload["format_version"] = CHECKPOINT_FORMAT
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     if keep is not None:
         for old in list_checkpoints(path.parent)[:-keep]:
             if old != path:
@@ -144,11 +138,92 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a pssl checkpoint (no format_version)")
-    return migrate(state, source=f"checkpoint {path}")
+    state = migrate(state, source=f"checkpoint {path}")
+    check_state(state, source=f"checkpoint {path}")
+    return state
+
+
+REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
+    "config": (dict,),
+    "model_name": (str,),
+    "model": (dict,),
+    "optimizer": (dict,),
+    "epoch": (int,),
+    "step_in_epoch": (int,),
+    "global_step": (int,),
+    "epoch_order_state": (torch.Tensor,),
+    "rng": (dict,),
+    "history": (list,),
+    "epochs": (list,),
+    "skipped_steps": (int,),
+}
+"""Fields of a current-format checkpoint and their types (checked on load, so a damaged file fails
+there with one line naming the field rather than later inside training or evaluation)."""
+
+
+def check_state(state: dict[str, Any], *, source: str = "checkpoint") -> None:
+    """Check that a (migrated) checkpoint has every field of :data:`REQUIRED_FIELDS` with its type.
+
+    Raises:
+        CheckpointError: naming ``source`` and the first missing or mistyped field.
+    """
+    for name, types in REQUIRED_FIELDS.items():
+        if name not in state:
+            raise CheckpointError(f"{source} is damaged: field {name!r} is missing")
+        value = state[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise CheckpointError(
+                f"{source} is damaged: field {name!r} should be {types[0].__name__}, "
+                f"got {type(value).__name__}"
+            )
+        if types == (int,) and value < 0:
+            raise CheckpointError(f"{source} is damaged: field {name!r} is negative ({value})")
+    for key, value in state["model"].items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{source} is damaged: field 'model' entry {key!r} is {type(value).__name__}, not a tensor"
+            )
+    for key, value in state.get("running_sums", {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CheckpointError(f"{source} is damaged: field 'running_sums' entry {key!r} is not a number")
+
+
+def load_module_state(module: torch.nn.Module, state: dict[str, Any], *, source: str, what: str) -> None:
+    """``module.load_state_dict(state)`` with a one-line error naming the first mismatch.
+
+    Raises:
+        CheckpointError: for missing or unexpected entries or a shape mismatch, e.g.
+            "checkpoint X does not fit model 'simvae': 'encoder.net.0.weight' has shape
+            (16, 64) in the checkpoint but (32, 64) in the model (3 mismatches)".
+    """
+    own = module.state_dict()
+    problems = []
+    for key, value in own.items():
+        if key not in state:
+            problems.append(f"{key!r} is missing from the checkpoint")
+        elif tuple(state[key].shape) != tuple(value.shape):
+            problems.append(
+                f"{key!r} has shape {tuple(state[key].shape)} in the checkpoint but {tuple(value.shape)} "
+                "in the model"
+            )
+    problems += [f"{key!r} is in the checkpoint but not in the model" for key in state if key not in own]
+    if problems:
+        more = f" ({len(problems)} mismatches)" if len(problems) > 1 else ""
+        raise CheckpointError(f"{source} does not fit {what}: {problems[0]}{more}")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{source} does not fit {what}: {first}") from None
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint in ``run_dir`` that loads, skipping unreadable ones; ``None`` if none."""
+    """The newest checkpoint in ``run_dir`` that loads, skipping unreadable ones; ``None`` if none.
+
+    Only for resuming training (a crash may leave the newest file damaged on some
+    file systems, and training restarts from the last good state); evaluation uses
+    :func:`newest_checkpoint` and never falls back silently.
+    """
     for path in reversed(list_checkpoints(run_dir)):
         try:
             load_checkpoint(path)
@@ -156,6 +231,12 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
             continue
         return path
     return None
+
+
+def newest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest step in ``run_dir`` (readable or not); ``None`` if none."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
 
 
 def capture_rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:

@@ -8,16 +8,27 @@ diagnostics. Every run option is a ``key=value`` override of
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 import textwrap
+import traceback
 from pathlib import Path
+from typing import Any
 
 # Idle OpenMP threads sleep instead of spinning. Must be set before torch loads its
 # OpenMP runtime; measured here on 2 busy cores: a SimVAE MLP step 67 ms -> 25 ms.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pssl.config import Config, ConfigError, accepted_keys, apply_overrides, parse_overrides
+
+logger = logging.getLogger("pssl")
+
+TRACEBACK_ENV = "PSSL_TRACEBACK"
+"""Set to 1 to see the full traceback behind a one-line error (as ``--traceback`` does)."""
+
+PROBES = ("linear", "mlp", "knn", "cluster")
 
 
 def _registries() -> list[tuple[str, object]]:
@@ -72,9 +83,22 @@ def _parser() -> argparse.ArgumentParser:
         epilog=catalogue()
         + "\n\nexample:\n  pssl train model=simvae data=fashionmnist epochs=10 seed=0 out=runs/fm-simvae",
     )
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help=f"show the full traceback behind an error (or set {TRACEBACK_ENV}=1)",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--traceback",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"show the full traceback behind an error (or set {TRACEBACK_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     train = sub.add_parser(
         "train",
+        parents=[common],
         help=COMMANDS["train"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a method, then evaluate it. Writes RUN_DIR/{config.json, history.csv, epochs.csv, "
@@ -87,19 +111,21 @@ def _parser() -> argparse.ArgumentParser:
         + accepted_keys(),
     )
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    resume = sub.add_parser("resume", help=COMMANDS["resume"])
+    resume = sub.add_parser("resume", parents=[common], help=COMMANDS["resume"])
     resume.add_argument("run_dir")
     resume.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    evaluate = sub.add_parser("evaluate", help=COMMANDS["evaluate"])
+    evaluate = sub.add_parser("evaluate", parents=[common], help=COMMANDS["evaluate"])
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument(
         "--probes", default="linear,mlp,knn,cluster", help="comma-separated: linear, mlp, knn, cluster"
     )
-    demo = sub.add_parser("demo", help=COMMANDS["demo"])
+    _loading_options(evaluate)
+    demo = sub.add_parser("demo", parents=[common], help=COMMANDS["demo"])
     demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     compare = sub.add_parser(
         "compare",
+        parents=[common],
         help=COMMANDS["compare"],
         description="Train and evaluate every (model, seed); finished pairs are reused, interrupted ones "
         "resumed. Writes OUT/results.csv, OUT/results.md (mean and 95%% interval across seeds) "
@@ -111,13 +137,44 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="models=a,b seeds=0,1 probes=linear,... out=DIR, plus train overrides",
     )
-    diagnose = sub.add_parser("diagnose", help=COMMANDS["diagnose"])
+    diagnose = sub.add_parser("diagnose", parents=[common], help=COMMANDS["diagnose"])
     diagnose.add_argument("run_dir")
     diagnose.add_argument("--num-samples", type=int, default=100, help="importance samples K per item")
     diagnose.add_argument("--max-items", type=int, default=256, help="test items to diagnose")
     diagnose.add_argument("--device", default="cpu")
-    sub.add_parser("list", help=COMMANDS["list"])
+    _loading_options(diagnose)
+    sub.add_parser("list", parents=[common], help=COMMANDS["list"])
     return parser
+
+
+def _loading_options(parser: argparse.ArgumentParser) -> None:
+    """Options of commands that load a finished run (evaluate, diagnose)."""
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a checkpoint file (or its name in RUN_DIR) instead of the newest; a checkpoint that is not "
+        "the end of training writes metrics-step<N>.json, never metrics.json",
+    )
+    parser.add_argument(
+        "--data-root", default=None, help="read the data from this folder instead of the recorded data.root"
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="let the data set download or write caches if the run's config.json asks (off by default: "
+        "a run directory from elsewhere is data, not instructions)",
+    )
+
+
+def parse_probes(text: str) -> tuple[str, ...]:
+    """``--probes linear,knn`` -> ``("linear", "knn")``; empty or unknown names are refused."""
+    probes = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not probes:
+        raise ValueError(f"--probes needs at least one of {', '.join(PROBES)}, got {text!r}")
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe {unknown[0]!r} in --probes; accepted: {', '.join(PROBES)}")
+    return probes
 
 
 def _config_from(overrides: list[str], base: Config | None = None) -> Config:
@@ -135,49 +192,71 @@ def cmd_train(overrides: list[str]) -> int:
 
 
 def cmd_resume(run_dir: str, overrides: list[str]) -> int:
-    import json
-
     from pssl.experiment import run_experiment
+    from pssl.rundir import RunDirectoryError, read_run_config
 
-    config_file = Path(run_dir) / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: {run_dir} is not a pssl run directory")
-    raw = json.loads(config_file.read_text())
-    raw.pop("resolved", None)
-    config = apply_overrides(
-        Config.from_dict(raw), {"out": str(run_dir), "resume": "true", **parse_overrides(overrides)}
-    )
+    raw, _ = read_run_config(run_dir)
+    try:
+        recorded = Config.from_dict(raw)
+    except ConfigError as err:
+        raise RunDirectoryError(f"{Path(run_dir) / 'config.json'}: {err}") from None
+    config = apply_overrides(recorded, {"out": str(run_dir), "resume": "true", **parse_overrides(overrides)})
     metrics = run_experiment(config)
     _print_summary(metrics, Path(run_dir))
     return 0
 
 
-def cmd_evaluate(run_dir: str, device: str, probes: str) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from pssl.experiment import evaluate_run
+    from pssl.inference.distributed import resolve_device
 
-    metrics = evaluate_run(run_dir, device=device, probes=tuple(p for p in probes.split(",") if p))
-    _print_summary(metrics, Path(run_dir))
+    probes = parse_probes(args.probes)
+    resolve_device(args.device)
+    metrics = evaluate_run(
+        args.run_dir,
+        device=args.device,
+        probes=probes,
+        checkpoint=args.checkpoint,
+        allow_download=args.download,
+        data_root=args.data_root,
+    )
+    _print_summary(metrics, Path(args.run_dir))
     return 0
 
 
 def cmd_demo(overrides: list[str]) -> int:
     from pssl.demo import run_demo
 
-    run_demo(overrides)
+    results = run_demo(overrides)
+    for data, result in results.items():
+        print(f"{data}:\n{result['table']}\nreport: {result['report']}\n")
     return 0
 
 
 def cmd_compare(overrides: list[str]) -> int:
     from pssl.compare import run_compare
 
-    run_compare(overrides)
+    result = run_compare(overrides)
+    print(result["table"])
+    print(f"\nreport: {result['report']}")
     return 0
 
 
-def cmd_diagnose(run_dir: str, num_samples: int, max_items: int, device: str) -> int:
+def cmd_diagnose(args: argparse.Namespace) -> int:
     from pssl.diagnostics import diagnose_run
+    from pssl.inference.distributed import resolve_device
 
-    result = diagnose_run(run_dir, num_samples=num_samples, max_items=max_items, device=device)
+    run_dir = args.run_dir
+    resolve_device(args.device)
+    result = diagnose_run(
+        run_dir,
+        num_samples=args.num_samples,
+        max_items=args.max_items,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        allow_download=args.download,
+        data_root=args.data_root,
+    )
     readings = result.get("readings", {})
     for name, line in readings.items() if isinstance(readings, dict) else enumerate(readings):
         print(f"- {name}: {line}")
@@ -207,37 +286,109 @@ def _print_summary(metrics: dict, run_dir: Path | None) -> None:
         print(f"run directory: {run_dir}")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests and notebooks replace it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"pssl: {record.levelname.lower()}: {text}"
+        return text
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Progress and warnings of the ``pssl`` loggers go to stderr, one plain line each (once per process)."""
+    if any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _error_line(err: BaseException) -> str:
+    from pssl.rundir import describe_os_error
+
+    if isinstance(err, MemoryError):
+        detail = f" ({err})" if str(err) else ""
+        return f"out of memory{detail}; try a smaller batch_size, model or data.limit"
+    if isinstance(err, OSError):
+        return describe_os_error(err)
+    return str(err) or type(err).__name__
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command == "train":
+        return cmd_train(args.overrides)
+    if args.command == "resume":
+        return cmd_resume(args.run_dir, args.overrides)
+    if args.command == "evaluate":
+        return cmd_evaluate(args)
+    if args.command == "demo":
+        return cmd_demo(args.overrides)
+    if args.command == "compare":
+        return cmd_compare(args.overrides)
+    if args.command == "diagnose":
+        return cmd_diagnose(args)
+    if args.command == "list":
+        print(catalogue())
+        return 0
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``pssl`` console script."""
+    """Entry point of the ``pssl`` console script.
+
+    Exit codes: 0 done; 2 an error, reported in one line ``pssl COMMAND: error: ...``
+    that names the file, field or value and the cause (``--traceback`` or
+    ``PSSL_TRACEBACK=1`` shows the traceback as well); 130 stopped by SIGINT or
+    SIGTERM after writing a consistent checkpoint (``pssl resume`` continues).
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    setup_logging()
+    show_traceback = getattr(args, "traceback", False) or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+    previous = None
     try:
-        if args.command == "train":
-            return cmd_train(args.overrides)
-        if args.command == "resume":
-            return cmd_resume(args.run_dir, args.overrides)
-        if args.command == "evaluate":
-            return cmd_evaluate(args.run_dir, args.device, args.probes)
-        if args.command == "demo":
-            return cmd_demo(args.overrides)
-        if args.command == "compare":
-            return cmd_compare(args.overrides)
-        if args.command == "diagnose":
-            return cmd_diagnose(args.run_dir, args.num_samples, args.max_items, args.device)
-        if args.command == "list":
-            print(catalogue())
-            return 0
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        return _dispatch(args, parser)
     except KeyboardInterrupt as err:
-        print(f"pssl: interrupted: {err}", file=sys.stderr)
+        if show_traceback:
+            traceback.print_exc()
+        print(f"pssl {args.command}: interrupted: {err or 'stopped by signal 2'}", file=sys.stderr)
         return 130
-    except (ConfigError, ValueError, TypeError, FileNotFoundError, RuntimeError, FloatingPointError) as err:
-        print(f"pssl {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, RuntimeError, FloatingPointError, OSError, MemoryError) as err:
+        if show_traceback:
+            traceback.print_exc()
+        print(f"pssl {args.command}: error: {_error_line(err)}", file=sys.stderr)
         return 2
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

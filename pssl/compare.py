@@ -15,10 +15,9 @@ interrupted pair resumes from its last checkpoint. The outputs are
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,30 @@ import torch
 
 from pssl.config import Config, ConfigError, apply_overrides, parse_overrides
 from pssl.inference.checkpoint import list_checkpoints
+from pssl.rundir import (
+    LOCK_NAME,
+    claim,
+    config_differences,
+    is_run_directory,
+    read_run_config,
+    save_figure,
+    write_text,
+)
+from pssl.rundir import write_csv as _write_csv
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_NAMES = (
+    "results.csv",
+    "results.md",
+    "report.md",
+    "content.png",
+    "style.png",
+    "embedding.png",
+    "structure.json",
+    "latent_structure.png",
+)
+"""The files ``pssl compare`` writes into its folder (besides one run directory per pair)."""
 
 FULL_PROBES = ("linear", "mlp", "knn", "cluster")
 
@@ -86,24 +109,25 @@ def run_config(plan: ComparePlan, model: str, seed: int) -> Config:
 
 
 def _same_config(run_dir: Path, config: Config) -> bool:
+    """Whether ``run_dir`` records the run ``config`` describes (its identity: the resolved configuration)."""
     try:
-        saved = json.loads((run_dir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        saved, _ = read_run_config(run_dir)
+    except (OSError, ValueError):
         return False
-    saved.pop("resolved", None)
-    mine = config.to_dict()
-    ignore = ("resume", "progress", "device")
-    return all(
-        saved.get(k) == v or saved.get(k, {}) == v
-        for k, v in mine.items()
-        if k not in ignore and v is not None
-    )
+    return not config_differences(saved, config.to_dict(), ignore=("resume", "progress", "device", "out"))
+
+
+def _owned_by_compare(entry: Path) -> bool:
+    """Entries of a compare folder that pssl wrote: its outputs and the pairs' run directories."""
+    if entry.is_dir():
+        return is_run_directory(entry) or (entry / LOCK_NAME).is_file()
+    return entry.name in OUTPUT_NAMES
 
 
 def run_pair(plan: ComparePlan, model: str, seed: int) -> tuple[dict[str, Any], str]:
     """Train and evaluate one pair, reusing or resuming earlier work. Returns (metrics, what was done)."""
     from pssl.experiment import finish_run, run_experiment
-    from pssl.inference.train import load_run
+    from pssl.inference.runs import load_run
 
     config = run_config(plan, model, seed)
     run_dir = Path(config.out)
@@ -118,12 +142,12 @@ def run_pair(plan: ComparePlan, model: str, seed: int) -> tuple[dict[str, Any], 
                 f"{run_dir} holds a run with another configuration; choose another out= for this comparison"
             )
         try:
-            result = load_run(run_dir, device=config.device if config.device != "auto" else "cpu")
-            finished = result.epochs and result.epochs[-1]["epoch"] >= config.epochs
-        except Exception:
-            finished = False
-        if finished:
-            return finish_run(result, probes=plan.probes, augmentation_style=True), "evaluated"
+            with claim(run_dir, create=False):
+                result = load_run(run_dir, device=config.device if config.device != "auto" else "cpu")
+                if result.finished and result.config.epochs == config.epochs:
+                    return finish_run(result, probes=plan.probes, augmentation_style=True), "evaluated"
+        except (ValueError, RuntimeError, OSError) as err:  # e.g. a damaged newest checkpoint: resume decides
+            logger.info("%s: not evaluated as it is (%s); resuming it", run_dir, err)
         return run_experiment(
             dataclasses.replace(config, resume=True), probes=plan.probes, augmentation_style=True
         ), "resumed"
@@ -208,14 +232,7 @@ def markdown_tables(rows: list[dict[str, Any]], metrics: list[str], models: tupl
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for row in rows:
-        keys.extend(k for k in row if k not in keys)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(buffer.getvalue())
+    _write_csv(path, rows)
 
 
 def _pyplot():
@@ -249,15 +266,17 @@ def bar_chart(
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
 def embedding_figure(plan: ComparePlan, path: Path, *, max_points: int = 2000) -> Path | None:
     """PCA of each model's (first seed's) test representations, coloured by class and by each style factor."""
     from pssl.evaluation import extract_features
-    from pssl.inference.train import load_run
+    from pssl.inference.runs import load_run
 
     plt = _pyplot()
     seed = plan.seeds[0]
@@ -266,7 +285,8 @@ def embedding_figure(plan: ComparePlan, path: Path, *, max_points: int = 2000) -
         run_dir = plan.out / f"{model}-seed{seed}"
         try:
             result = load_run(run_dir)
-        except Exception:
+        except (ValueError, RuntimeError, OSError) as err:
+            logger.warning("embedding of %s skipped: %s", model, err)
             continue
         test = result.data.test
         count = min(len(test), max_points)
@@ -301,21 +321,27 @@ def embedding_figure(plan: ComparePlan, path: Path, *, max_points: int = 2000) -
             )
             ax.set_title(f"{model}: {name}", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
 def run_compare(tokens: list[str]) -> dict[str, Any]:
     """Run a comparison from command-line tokens; returns the rows and output paths."""
     plan = parse_compare(tokens)
-    plan.out.mkdir(parents=True, exist_ok=True)
+    with claim(plan.out, kind="compare", owns=_owned_by_compare):
+        return _run_claimed(plan)
+
+
+def _run_claimed(plan: ComparePlan) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for model in plan.models:
         for seed in plan.seeds:
-            print(f"[compare] {model} seed {seed} ...", flush=True)
+            logger.info("[compare] %s seed %s ...", model, seed)
             metrics, action = run_pair(plan, model, seed)
-            print(f"[compare] {model} seed {seed}: {action}", flush=True)
+            logger.info("[compare] %s seed %s: %s", model, seed, action)
             row: dict[str, Any] = {
                 "model": model,
                 "seed": seed,
@@ -330,10 +356,11 @@ def write_report(plan: ComparePlan, rows: list[dict[str, Any]]) -> dict[str, Any
     write_csv(plan.out / "results.csv", rows)
     metrics = headline_metrics(rows)
     table = markdown_tables(rows, metrics, plan.models)
-    (plan.out / "results.md").write_text(
+    write_text(
+        plan.out / "results.md",
         f"# {plan.base.data.name}: {', '.join(plan.models)} over seeds {', '.join(map(str, plan.seeds))}\n\n"
         "Mean ± half-width of the 95% Student-t interval across seeds. Accuracies are fractions of the test "
-        "split; style scores are accuracy (discrete factors) or R² (continuous factors).\n\n" + table + "\n"
+        "split; style scores are accuracy (discrete factors) or R² (continuous factors).\n\n" + table + "\n",
     )
     figures = []
     content = [m for m in metrics if m.startswith("content.") and m.endswith(".accuracy")]
@@ -363,11 +390,10 @@ def write_report(plan: ComparePlan, rows: list[dict[str, Any]]) -> dict[str, Any
             lines.append(f"![reconstructions and prior samples]({run_dir}/reconstructions.png)")
         lines.append("")
     report = plan.out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    print(table)
-    print(f"\nreport: {report}")
+    write_text(report, "\n".join(lines) + "\n")
     return {
         "rows": rows,
+        "table": table,
         "report": report,
         "results_csv": plan.out / "results.csv",
         "results_md": plan.out / "results.md",
@@ -379,7 +405,7 @@ def structure_of_run(run_dir: Path, *, max_items: int = 1024) -> dict[str, Any]:
     of a run's representation over J augmented views of its test images."""
     from pssl.augment import build_augmenter
     from pssl.diagnostics import representation_structure
-    from pssl.inference.train import load_run
+    from pssl.inference.runs import load_run
 
     result = load_run(run_dir)
     augment = result.config.augment
@@ -400,11 +426,11 @@ def _structure_figure(plan: ComparePlan) -> Path | None:
     for model in plan.models:
         try:
             results[model] = structure_of_run(plan.out / f"{model}-seed{plan.seeds[0]}")
-        except Exception as err:  # a diagnostic that cannot run must not lose the comparison
-            print(f"[compare] latent structure of {model} skipped: {err}")
+        except (ValueError, RuntimeError, OSError) as err:  # a failed diagnostic must not lose the comparison
+            logger.warning("[compare] latent structure of %s skipped: %s", model, err)
     if not results:
         return None
-    (plan.out / "structure.json").write_text(json.dumps(results, indent=2, default=_plain) + "\n")
+    write_text(plan.out / "structure.json", json.dumps(results, indent=2, default=_plain) + "\n")
     return compare_structure(results, plan.out / "latent_structure.png")
 
 

@@ -13,10 +13,13 @@ set; any training override (e.g. ``epochs=5``) applies to all runs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from pssl.compare import run_compare
+
+logger = logging.getLogger(__name__)
 
 DEMO_MODELS = ("simvae", "vae", "simclr", "vicreg")
 DEMO_DATA = ("digits", "styled-digits")
@@ -55,10 +58,7 @@ def run_demo(overrides: list[str] | None = None, *, out: str | Path = "runs/demo
             passed.append(token)
     results = {}
     for data in DEMO_DATA:
-        print(f"\n== {data}: {models} ==", flush=True)
+        logger.info("== %s: %s ==", data, models)
         tokens = [f"models={models}", f"data={data}", f"out={out_dir / data}", *DEMO_SETTINGS, *passed]
         results[data] = run_compare(tokens)
-    print("\nreports:")
-    for data, result in results.items():
-        print(f"  {data}: {result['report']}")
     return results

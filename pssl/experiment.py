@@ -7,7 +7,8 @@ repeat. It sits above training (:mod:`pssl.inference`) and evaluation
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,14 @@ import torch
 
 from pssl.config import Config
 from pssl.data import DataSplits
-from pssl.inference.train import TrainResult, load_run, train
+from pssl.datasets.core import as_float_images
+from pssl.inference.train import TrainResult, default_run_dir, train
 from pssl.models.base import SSLModel
 from pssl.plots import image_grid, loss_curves
+from pssl.rundir import claim
+from pssl.rundir import write_json as _write_json
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PROBES = ("linear",)
 
@@ -33,13 +39,20 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train ``config``'s method, evaluate it, and write ``metrics.json`` and figures.
 
+    The run directory is claimed (:func:`pssl.rundir.claim`: locked, refused if it
+    holds someone else's files) before anything is loaded, and held until the
+    metrics are written.
+
     Returns:
         The metrics dict written to ``RUN_DIR/metrics.json``.
     """
-    result = train(config, data=data, model=model)
-    if not result.is_main:  # under torchrun only rank 0 evaluates and writes
-        return {}
-    return finish_run(result, probes=probes, augmentation_style=augmentation_style)
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
+    with claim(run_dir) if main_process else contextlib.nullcontext():
+        result = train(config, data=data, model=model)
+        if not result.is_main:
+            return {}
+        return finish_run(result, probes=probes, augmentation_style=augmentation_style)
 
 
 def finish_run(
@@ -47,16 +60,27 @@ def finish_run(
 ) -> dict[str, Any]:
     """Evaluate a trained run and write its metrics and figures into its run directory.
 
+    ``metrics.json`` only ever describes the end of training: a checkpoint from
+    mid-training (an interrupted run, or one chosen with ``--checkpoint``) is
+    evaluated into ``metrics-step<N>.json`` instead, marked ``"finished": false``.
+
     Args:
-        result: a trained run.
+        result: a trained run (or a :class:`pssl.inference.runs.LoadedRun`).
         probes: content probes to run (``linear``, ``mlp``, ``knn``, ``cluster``).
         augmentation_style: also measure how well the representation of a view
             predicts that view's augmentation parameters (the run's own preset).
+
+    Returns:
+        The metrics, with ``"file"`` naming where they were written.
     """
     from pssl.augment import build_augmenter
     from pssl.evaluation import evaluate
 
     model, run_dir = result.model, result.run_dir
+    checkpoint = getattr(result, "checkpoint", None)
+    finished = getattr(result, "finished", True) and getattr(result, "newest", True)
+    if not probes:
+        raise ValueError("no probes chosen; accepted: linear, mlp, knn, cluster")
     device = next(model.parameters()).device
     augmenter = None
     if augmentation_style:
@@ -77,8 +101,22 @@ def finish_run(
         "final_terms_nats_per_item": {k: v for k, v in last.items() if k.startswith(("train_", "val_"))},
     }
     metrics["training"]["val_bits_per_dim"] = validation_bits_per_dim(result)
-    write_json(run_dir / "metrics.json", metrics)
-    write_figures(result)
+    if checkpoint is not None:
+        metrics["training"]["checkpoint"] = Path(checkpoint).name
+        metrics["training"]["steps"] = int(getattr(result, "global_step", metrics["training"]["steps"]))
+    metrics["training"]["finished"] = bool(finished)
+    if finished:
+        target = run_dir / "metrics.json"
+        write_json(target, metrics)
+        write_figures(result)
+    else:
+        target = run_dir / f"metrics-step{metrics['training']['steps']:09d}.json"
+        logger.warning(
+            "%s is not the end of training: metrics written to %s, metrics.json left as it was",
+            Path(checkpoint).name if checkpoint is not None else "the model",
+            target.name,
+        )
+        write_json(target, metrics)
     return metrics
 
 
@@ -120,8 +158,7 @@ def write_figures(result: TrainResult, *, count: int = 10) -> list[Path]:
         return written
     device = next(model.parameters()).device
     test = result.data.test if len(result.data.test) else result.data.val
-    images = test.images[:count]
-    images = (images.float() / 255.0 if images.dtype == torch.uint8 else images.float()).to(device)
+    images = as_float_images(test.images[:count], device=device)
     with torch.no_grad():
         rows = [images.cpu(), model.reconstruct(images).cpu()]
         titles = ["data", "reconstruction"]
@@ -135,25 +172,36 @@ def write_figures(result: TrainResult, *, count: int = 10) -> list[Path]:
 
 
 def evaluate_run(
-    run_dir: str | Path, *, device: str = "cpu", probes: tuple[str, ...] = ("linear", "mlp", "knn", "cluster")
+    run_dir: str | Path,
+    *,
+    device: str = "cpu",
+    probes: tuple[str, ...] = ("linear", "mlp", "knn", "cluster"),
+    checkpoint: str | Path | None = None,
+    allow_download: bool = False,
+    data_root: str | None = None,
 ) -> dict[str, Any]:
-    """Re-evaluate a finished run directory (``pssl evaluate``)."""
-    result = load_run(run_dir, device=device)
-    return finish_run(result, probes=probes, augmentation_style=True)
+    """Re-evaluate a run directory (``pssl evaluate``), holding its lock throughout.
+
+    Uses the newest checkpoint (an error names it if it cannot be read) or
+    ``checkpoint``; see :func:`finish_run` for where the metrics go and
+    :func:`pssl.inference.runs.load_run` for the other arguments.
+    """
+    from pssl.inference.runs import load_run
+    from pssl.rundir import read_run_config
+
+    if not probes:
+        raise ValueError("no probes chosen; accepted: linear, mlp, knn, cluster")
+    read_run_config(run_dir)  # a folder that is not a run: one line, nothing created
+    with claim(run_dir, create=False):
+        result = load_run(
+            run_dir, device=device, checkpoint=checkpoint, allow_download=allow_download, data_root=data_root
+        )
+        return finish_run(result, probes=probes, augmentation_style=True)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
-    os.replace(tmp, path)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+    """Atomically write ``data`` as JSON (through :func:`pssl.rundir.write_json`)."""
+    _write_json(path, data)
 
 
 def _mean(values: Any) -> float:

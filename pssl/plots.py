@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from pssl.rundir import save_figure
+
 
 def _pyplot():
     import matplotlib
@@ -41,8 +43,10 @@ def image_grid(rows: list[torch.Tensor], path: str | Path, *, row_titles: list[s
                 ax.set_ylabel(row_titles[r], fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -61,6 +65,8 @@ def loss_curves(history: list[dict[str, float]], path: str | Path, *, title: str
     fig.suptitle(title + " (nats per item)", fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path

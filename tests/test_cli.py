@@ -143,5 +143,5 @@ def test_compare_writes_outputs_and_reuses_finished_runs(tmp_path: Path, capsys)
     assert "simvae" in report and "simclr" in report
     capsys.readouterr()
     assert main(tokens) == 0
-    printed = capsys.readouterr().out
-    assert printed.count(": reused") == 4
+    progress = capsys.readouterr().err  # progress is logged to stderr
+    assert progress.count(": reused") == 4

@@ -16,6 +16,7 @@ and SIGTERM sent to a running ``python -m pssl train``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ from pssl.data import DataSplits, TensorData, write_idx
 from pssl.inference.checkpoint import CHECKPOINT_FORMAT, list_checkpoints, load_checkpoint
 from pssl.inference.train import Trainer, train
 from pssl.models.base import MODELS
+from pssl.rundir import LOCK_NAME
 
 TINY = [
     "data=digits",
@@ -167,7 +169,8 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """Every file's bytes, except the lock file (pssl's record of the last process that used the folder)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != LOCK_NAME}
 
 
 def newer_format(run: Path) -> None:
@@ -294,3 +297,239 @@ def test_signal_in_process_saves_and_resumes_exactly(tmp_path: Path, signum: int
     straight = train(dataclasses.replace(config, out=str(tmp_path / "straight")))
     for key, value in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+# --- loading a run: evaluate, diagnose, resume -------------------------------------------------
+#
+# A run directory received from elsewhere is data: every malformed file gives one line naming
+# the file and the field, exit code 2, and nothing in the folder changes.
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(tmp_path_factory) -> Path:
+    """A finished one-epoch run with a checkpoint after each of its 3 steps."""
+    out = tmp_path_factory.mktemp("checkpointed") / "run"
+    train(
+        apply_overrides(
+            Config(), parse_overrides([*TINY, "checkpoint_every=1", "keep_checkpoints=10", f"out={out}"])
+        )
+    )
+    return out
+
+
+def edit_config(change):
+    def damage(run: Path) -> None:
+        path = run / "config.json"
+        raw = json.loads(path.read_text())
+        path.write_text(json.dumps(change(raw)))
+
+    return damage
+
+
+def write_config(text: str):
+    def damage(run: Path) -> None:
+        (run / "config.json").write_text(text)
+
+    return damage
+
+
+def edit_newest_checkpoint(change):
+    def damage(run: Path) -> None:
+        path = list_checkpoints(run)[-1]
+        state = torch.load(path, weights_only=True)
+        change(state)
+        torch.save(state, path)
+
+    return damage
+
+
+def truncate_newest_checkpoint(run: Path) -> None:
+    path = list_checkpoints(run)[-1]
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def drop(key):
+    return lambda state: state.pop(key)
+
+
+def resize_first_weight(state) -> None:
+    key = next(k for k, v in state["model"].items() if v.dim() == 2)
+    state["model"][key] = torch.zeros(3, 3)
+
+
+def set_field(key, value):
+    return lambda state: state.__setitem__(key, value)
+
+
+def other_latent_dim(raw):
+    return {**raw, "latent_dim": 3}
+
+
+# name, command and options ({run} is the run directory), damage, what the one line must say
+LOADING_CASES = [
+    ("config.json a JSON string", ["evaluate", "{run}"], write_config('"x"'), "got a JSON string"),
+    ("config.json a JSON list", ["evaluate", "{run}"], write_config("[1]"), "got a JSON array"),
+    ("config.json not JSON", ["evaluate", "{run}"], write_config("{"), "config.json is not valid JSON"),
+    (
+        "config.json resolved not an object",
+        ["evaluate", "{run}"],
+        edit_config(lambda raw: {**raw, "resolved": "x"}),
+        "field 'resolved' must be a JSON object",
+    ),
+    (
+        "config.json bad field value",
+        ["evaluate", "{run}"],
+        edit_config(lambda raw: {**raw, "epochs": "ten"}),
+        "config.json: epochs: expected an integer",
+    ),
+    (
+        "config.json unknown field",
+        ["evaluate", "{run}"],
+        edit_config(lambda raw: {**raw, "nosuch": 1}),
+        "config.json: unknown override key 'nosuch'",
+    ),
+    (
+        "config.json and checkpoint of different runs",
+        ["evaluate", "{run}"],
+        edit_config(other_latent_dim),
+        "differs in: latent_dim",
+    ),
+    (
+        "checkpoint missing a key",
+        ["evaluate", "{run}"],
+        edit_newest_checkpoint(drop("optimizer")),
+        "field 'optimizer' is missing",
+    ),
+    (
+        "checkpoint field of the wrong type",
+        ["evaluate", "{run}"],
+        edit_newest_checkpoint(set_field("global_step", "3")),
+        "field 'global_step' should be int, got str",
+    ),
+    (
+        "checkpoint with wrong tensor shapes",
+        ["evaluate", "{run}"],
+        edit_newest_checkpoint(resize_first_weight),
+        "has shape (3, 3) in the checkpoint but",
+    ),
+    (
+        "newest checkpoint unreadable (no silent fall-back)",
+        ["evaluate", "{run}"],
+        truncate_newest_checkpoint,
+        "the newest checkpoint cannot be used: checkpoint",
+    ),
+    (
+        "diagnose: newest checkpoint unreadable",
+        ["diagnose", "{run}"],
+        truncate_newest_checkpoint,
+        "choose another with --checkpoint",
+    ),
+    (
+        "--checkpoint not there",
+        ["evaluate", "{run}", "--checkpoint", "nosuch.pt"],
+        None,
+        "checkpoint nosuch.pt not found",
+    ),
+    ("--device cuda without CUDA", ["evaluate", "{run}", "--device", "cuda"], None, "CUDA is not available"),
+    (
+        "diagnose --device cuda without CUDA",
+        ["diagnose", "{run}", "--device", "cuda"],
+        None,
+        "CUDA is not available",
+    ),
+    ("--probes empty", ["evaluate", "{run}", "--probes", ""], None, "--probes needs at least one of linear"),
+    ("--probes unknown", ["evaluate", "{run}", "--probes", "linear,nosuch"], None, "unknown probe 'nosuch'"),
+    (
+        "diagnose --max-items 1",
+        ["diagnose", "{run}", "--max-items", "1"],
+        None,
+        "max_items must be an integer >= 2",
+    ),
+    (
+        "resume with a malformed config.json",
+        ["resume", "{run}"],
+        edit_config(lambda raw: {**raw, "lr": -1}),
+        "config.json: lr must be a positive finite number",
+    ),
+    ("resume with config.json a list", ["resume", "{run}"], write_config("[]"), "got a JSON array"),
+]
+if torch.cuda.is_available():  # the CUDA rows are about a machine without CUDA
+    LOADING_CASES = [c for c in LOADING_CASES if "cuda" not in c[0]]
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "damage", "expected"), LOADING_CASES, ids=[c[0] for c in LOADING_CASES]
+)
+def test_bad_input_loading_a_run(
+    tmp_path: Path, capsys, checkpointed_run: Path, name, argv, damage, expected
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(checkpointed_run, run)
+    if damage is not None:
+        damage(run)
+    before = snapshot(run)
+    code = main([a.format(run=run) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"pssl {argv[0]}: error: ") and expected in lines[0], lines[0]
+    assert snapshot(run) == before, "the run directory changed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["evaluate", "{folder}"], "config.json not found"),
+        (["diagnose", "{folder}"], "config.json not found"),
+        (["resume", "{folder}"], "config.json not found"),
+        (["evaluate", "{file}"], "is a file, not a pssl run directory"),
+    ],
+)
+def test_loading_commands_refuse_folders_that_are_not_runs(tmp_path: Path, capsys, argv, expected) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    file = tmp_path / "file"
+    file.write_text("mine")
+    code = main([a.format(folder=folder, file=file) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and expected in err, err
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"] and file.read_text() == "mine"
+
+
+def test_traceback_option_shows_what_the_one_line_hides(capsys, tmp_path: Path) -> None:
+    assert main(["train", "--traceback", *TINY, "model=nosuch", f"out={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("pssl train: error: unknown model 'nosuch'")
+
+
+def test_traceback_environment_variable(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PSSL_TRACEBACK", "1")
+    assert main(["train", *TINY, "model=nosuch", f"out={tmp_path / 'run'}"]) == 2
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_out_of_memory_at_start_up_is_one_line(capsys, tmp_path: Path, monkeypatch) -> None:
+    import pssl.experiment
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(pssl.experiment, "train", no_memory)
+    assert main(["train", *TINY, f"out={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "pssl train: error: out of memory; try a smaller batch_size, model or data.limit"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_received_run_cannot_make_loading_download_or_write_caches() -> None:
+    from pssl.inference.runs import run_data_options
+
+    recorded = Config.from_dict(
+        {"data": {"name": "mnist", "options": {"root": "/elsewhere", "download": "true"}}}
+    )
+    assert run_data_options(recorded)["download"] is False
+    assert run_data_options(recorded, allow_download=True)["download"] == "true"
+    assert run_data_options(recorded, root="/mine")["root"] == "/mine"

@@ -558,14 +558,12 @@ def as_pssl_inference_data(idata: Any) -> Any:
 
 def write_netcdf(idata: Any, path: str | Path) -> Path:
     """Write ``idata`` to ``path`` (h5netcdf engine), atomically."""
-    import os
+    from pssl.rundir import atomic_path
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         idata.to_netcdf(str(tmp), engine="h5netcdf")
-    os.replace(tmp, path)
     return path
 
 

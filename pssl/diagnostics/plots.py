@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from pssl.rundir import save_figure
+
 
 def pyplot() -> Any:
     import matplotlib
@@ -21,8 +23,10 @@ def pyplot() -> Any:
 def _save(fig: Any, path: str | Path) -> Path:
     plt = pyplot()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from pssl.diagnostics.structure import (
     structure_reading,
 )
 from pssl.models.base import SSLModel
+from pssl.rundir import claim, read_run_config, write_text
 
 DEFAULT_NUM_SAMPLES = 100
 """K guide draws per item: PSIS's reliability threshold is then min(1 - 1/log10(100), 0.7) = 0.5,
@@ -439,8 +439,15 @@ def diagnose_run(
     max_items: int = DEFAULT_MAX_ITEMS,
     device: str = "cpu",
     seed: int | None = None,
+    checkpoint: str | Path | None = None,
+    allow_download: bool = False,
+    data_root: str | None = None,
 ) -> dict[str, Any]:
-    """Diagnose a finished run directory (``pssl diagnose RUN_DIR``) and write the files into it.
+    """Diagnose a run directory (``pssl diagnose RUN_DIR``) and write the files into it.
+
+    The run directory's lock is held throughout; the newest checkpoint is used
+    (an error names it if it cannot be read) unless ``checkpoint`` names another,
+    and ``diagnostics.json`` records which one and whether it ends the training.
 
     Args:
         run_dir: a run directory written by :func:`pssl.inference.train.train`.
@@ -449,16 +456,44 @@ def diagnose_run(
             validation split if there is no test split).
         device: where the model runs.
         seed: seeds the views and draws (default: the run's seed).
+        checkpoint, allow_download, data_root: see :func:`pssl.inference.runs.load_run`.
 
     Returns:
         The dict written to ``RUN_DIR/diagnostics.json``.
     """
-    from pssl.augment import build_augmenter
-    from pssl.inference.train import load_run
-
     if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 2:
         raise ValueError(f"max_items must be an integer >= 2, got {max_items!r}")
-    result = load_run(run_dir, device=device)
+    read_run_config(run_dir)  # a folder that is not a run: one line, nothing created
+    with claim(run_dir, create=False):
+        return _diagnose_claimed_run(
+            Path(run_dir),
+            num_samples=num_samples,
+            max_items=max_items,
+            device=device,
+            seed=seed,
+            checkpoint=checkpoint,
+            allow_download=allow_download,
+            data_root=data_root,
+        )
+
+
+def _diagnose_claimed_run(
+    run_dir: Path,
+    *,
+    num_samples: int,
+    max_items: int,
+    device: str,
+    seed: int | None,
+    checkpoint: str | Path | None,
+    allow_download: bool,
+    data_root: str | None,
+) -> dict[str, Any]:
+    from pssl.augment import build_augmenter
+    from pssl.inference.runs import load_run
+
+    result = load_run(
+        run_dir, device=device, checkpoint=checkpoint, allow_download=allow_download, data_root=data_root
+    )
     config = result.config
     split_name, split = ("test", result.data.test) if len(result.data.test) else ("val", result.data.val)
     if len(split) < 2:
@@ -479,6 +514,9 @@ def diagnose_run(
             "data": config.data.name,
             "split": split_name,
             "augment": config.augment.name,
+            "checkpoint": result.checkpoint.name,
+            "step": result.global_step,
+            "finished": result.finished,
         },
     )
 
@@ -503,9 +541,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 __all__ = [

@@ -43,7 +43,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pssl.datasets.core import as_float_images
 from pssl.models.base import SSLModel, ViewBatch
+from pssl.rundir import save_figure
 
 
 def effective_rank(features: torch.Tensor, *, centre: bool = True) -> float:
@@ -136,8 +138,7 @@ def as_model_input(model: SSLModel, images: torch.Tensor) -> torch.Tensor:
     anchor = next(iter(model.parameters()), None)
     dtype = anchor.dtype if anchor is not None else torch.get_default_dtype()
     device = anchor.device if anchor is not None else images.device
-    floats = images.to(device=device, dtype=dtype)
-    return floats / 255.0 if images.dtype == torch.uint8 else floats
+    return as_float_images(images, dtype=dtype, device=device)
 
 
 @torch.no_grad()
@@ -275,8 +276,10 @@ def compare_structure(results: dict[str, dict[str, Any]], path: str | Path) -> P
     fig.suptitle("latent structure over augmented views (dashed: the prior's ratio)", fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -1,0 +1,202 @@
+"""Loading a trained run from its directory, treating its files as data, not as instructions.
+
+:func:`load_run` rebuilds the method ``config.json`` names and loads one
+checkpoint into it, for evaluation and diagnostics. It
+
+* reads the newest checkpoint, or the one asked for; a newest checkpoint that
+  cannot be read is an error naming it, never a silent fall-back to an older one;
+* checks that the checkpoint was written by the configuration in ``config.json``
+  (the whole resolved configuration, not only the model name);
+* reports malformed files in one line naming the file and the field;
+* never downloads data or writes caches outside the run directory unless the
+  caller asks (``allow_download``; the CLI's ``--download``): a ``config.json``
+  received from someone else may name any ``data.root`` and ``download=true``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pssl.config import Config, ConfigError
+from pssl.data import DATASETS, DataSplits, load_dataset
+from pssl.inference.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    load_module_state,
+    newest_checkpoint,
+)
+from pssl.rundir import RunDirectoryError, config_differences, read_run_config
+
+logger = logging.getLogger(__name__)
+
+_WRITING_DATA_OPTIONS = {"download": False, "cache": False}
+"""Data-set options that make loading write or fetch files; off when loading a run unless asked."""
+
+
+@dataclass
+class LoadedRun:
+    """A trained method rebuilt from a run directory.
+
+    Attributes:
+        model: the method with the checkpoint's weights (eval mode).
+        config: the run's configuration (``device`` set to where it was loaded).
+        data: the data splits.
+        run_dir: the run directory.
+        history, epochs: the logged rows stored in the checkpoint.
+        skipped_steps: steps skipped as non-finite up to the checkpoint.
+        checkpoint: the checkpoint file loaded.
+        global_step: its step.
+        finished: whether it is the end of training (every configured epoch done).
+        newest: whether it is the newest checkpoint of the run.
+    """
+
+    model: Any
+    config: Config
+    data: DataSplits
+    run_dir: Path
+    history: list[dict[str, float]]
+    epochs: list[dict[str, float]]
+    skipped_steps: int
+    checkpoint: Path
+    global_step: int
+    finished: bool
+    newest: bool
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return True
+
+
+def run_data_options(
+    config: Config, *, allow_download: bool = False, root: str | None = None
+) -> dict[str, Any]:
+    """The data options to load a run's data with: recorded ones, minus downloads and caches unless asked."""
+    options = dict(config.data.options)
+    try:
+        accepted = DATASETS.entry(config.data.name).parameters()
+    except (KeyError, ValueError):
+        return options
+    if not allow_download:
+        for key, value in _WRITING_DATA_OPTIONS.items():
+            if key in accepted:
+                if key == "download" and str(options.get(key, "false")).lower() in ("true", "1", "yes", "on"):
+                    logger.warning(
+                        "ignoring download=true recorded in the run's config.json "
+                        "(pass --download to allow it)"
+                    )
+                options[key] = value
+    if root is not None:
+        if "root" not in accepted:
+            raise ConfigError(f"data set {config.data.name!r} has no root option; --data-root does not apply")
+        options["root"] = root
+    return options
+
+
+def load_run(
+    run_dir: str | Path,
+    *,
+    device: str = "cpu",
+    data: DataSplits | None = None,
+    checkpoint: str | Path | None = None,
+    allow_download: bool = False,
+    data_root: str | None = None,
+) -> LoadedRun:
+    """Rebuild a trained method from its run directory.
+
+    Args:
+        run_dir: the run directory.
+        device: where to load the model (``cpu``, ``cuda``, ``cuda:N``, ``auto``).
+        data: data splits to use instead of loading the recorded data set.
+        checkpoint: a checkpoint file (or its name in ``run_dir``) instead of the newest.
+        allow_download: let the data set download or write caches if ``config.json`` asks.
+        data_root: read the data from this folder instead of the recorded ``data.root``.
+
+    Raises:
+        FileNotFoundError: if ``config.json`` or the chosen checkpoint is missing.
+        RunDirectoryError: for a malformed ``config.json`` (names the file and field).
+        CheckpointError: for an unreadable or damaged checkpoint, one from another
+            configuration, or none at all (names the file; says how to choose another).
+        ConfigError: for an unusable device.
+    """
+    from pssl.inference.distributed import resolve_device
+    from pssl.inference.train import build_from_config
+
+    run_dir = Path(run_dir)
+    raw, resolved = read_run_config(run_dir)
+    config_file = run_dir / "config.json"
+    if resolved.get("custom_model"):
+        raise CheckpointError(
+            f"{run_dir} was trained with a model object passed from Python; rebuild that model and "
+            "load the checkpoint's 'model' state into it"
+        )
+    try:
+        config = Config.from_dict(raw)
+    except ConfigError as err:
+        raise RunDirectoryError(f"{config_file}: {err}") from None
+    torch_device = resolve_device(device)
+    config = dataclasses.replace(config, device=device)
+
+    found = list_checkpoints(run_dir)
+    newest = newest_checkpoint(run_dir)
+    if checkpoint is None:
+        if newest is None:
+            raise CheckpointError(f"no checkpoint in {run_dir}: the run has not saved one yet")
+        chosen = newest
+    else:
+        chosen = Path(checkpoint)
+        if not chosen.exists() and (run_dir / chosen).exists():
+            chosen = run_dir / chosen
+        if not chosen.is_file():
+            names = ", ".join(p.name for p in found) or "none"
+            raise FileNotFoundError(f"checkpoint {checkpoint} not found (checkpoints in {run_dir}: {names})")
+    try:
+        state = load_checkpoint(chosen, map_location=torch_device)
+    except CheckpointError as err:
+        if checkpoint is None:
+            others = [p.name for p in found if p != chosen]
+            hint = f"; choose another with --checkpoint ({', '.join(others[-3:])})" if others else ""
+            raise CheckpointError(f"the newest checkpoint cannot be used: {err}{hint}") from None
+        raise
+    differ = config_differences(state["config"], config.to_dict())
+    if differ:
+        raise CheckpointError(
+            f"checkpoint {chosen} was written by another configuration than {config_file} "
+            f"(differs in: {', '.join(differ)}); the run directory mixes two runs"
+        )
+    if state["model_name"] != config.model.name:
+        raise CheckpointError(
+            f"checkpoint {chosen} holds model {state['model_name']!r}, "
+            f"{config_file} says {config.model.name!r}"
+        )
+    if data is None:
+        options = run_data_options(config, allow_download=allow_download, root=data_root)
+        data = load_dataset(config.data.name, options, seed=config.seed)
+    model = build_from_config(config, data.train.image_shape)
+    load_module_state(
+        model, state["model"], source=f"checkpoint {chosen}", what=f"model {config.model.name!r}"
+    )
+    model.to(torch_device).eval()
+    finished = state["epoch"] >= config.epochs and state["step_in_epoch"] == 0
+    return LoadedRun(
+        model=model,
+        config=config,
+        data=data,
+        run_dir=run_dir,
+        history=list(state["history"]),
+        epochs=list(state["epochs"]),
+        skipped_steps=int(state["skipped_steps"]),
+        checkpoint=chosen,
+        global_step=int(state["global_step"]),
+        finished=bool(finished),
+        newest=newest is not None and chosen.resolve() == newest.resolve(),
+    )
+
+
+__all__ = ["LoadedRun", "load_run", "run_data_options"]
