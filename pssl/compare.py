@@ -171,6 +171,33 @@ def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
+OBJECTIVE_PREFIX = "training.final_terms_nats_per_item."
+
+
+def label_objective_columns(flat: dict[str, float], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Name each run's summed training objective by what it is, so no column mixes quantities.
+
+    A bound on log p(x) stays ``..._elbo``; any other objective becomes
+    ``..._objective[NAME]`` (``infonce``, ``tempered_elbo``, ...), one column per
+    objective, and a run without a label (an older ``metrics.json``) gets
+    ``..._objective[unlabelled]``. The row also records ``objective`` and ``is_bound``.
+    """
+    label = metrics.get("training", {}).get("objective")
+    name = label["name"] if isinstance(label, dict) else "unlabelled"
+    is_bound = bool(label["is_bound"]) if isinstance(label, dict) else False
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith(OBJECTIVE_PREFIX) and not is_bound:
+            for suffix in ("_elbo", "_objective"):
+                if key.endswith(suffix):
+                    key = f"{key[: -len(suffix)]}_objective[{name}]"
+                    break
+        out[key] = value
+    out["objective"] = name
+    out["is_bound"] = is_bound
+    return out
+
+
 def t_quantile_975(dof: int) -> float:
     """The 0.975 quantile of Student's t with ``dof`` degrees of freedom."""
     from scipy.stats import t
@@ -203,7 +230,7 @@ def headline_metrics(rows: list[dict[str, Any]]) -> list[str]:
     keys: list[str] = []
     for row in rows:
         for key in row:
-            if key in keys or key in ("model", "seed", "run_dir"):
+            if key in keys or key in ("model", "seed", "run_dir", "objective", "is_bound"):
                 continue
             if key.startswith("content.") and key.endswith((".accuracy", ".nmi", ".ari")):
                 keys.append(key)
@@ -213,7 +240,18 @@ def headline_metrics(rows: list[dict[str, Any]]) -> list[str]:
                 keys.append(key)
             elif key.startswith("training.") and key.endswith(("seconds_per_epoch", "val_elbo")):
                 keys.append(key)
+            elif key.startswith(OBJECTIVE_PREFIX + "val_objective["):
+                keys.append(key)
     return keys
+
+
+def metric_label(metric: str) -> str:
+    """A table's row label: the metric, and for training objectives what they are and their unit."""
+    if metric.startswith(OBJECTIVE_PREFIX) and metric.endswith("_elbo"):
+        return f"{metric} (ELBO: bound on log p(x), nats per item)"
+    if metric.startswith(OBJECTIVE_PREFIX) and "_objective[" in metric:
+        return f"{metric} (not a bound on log p(x), nats per item)"
+    return metric
 
 
 def markdown_tables(rows: list[dict[str, Any]], metrics: list[str], models: tuple[str, ...]) -> str:
@@ -227,7 +265,7 @@ def markdown_tables(rows: list[dict[str, Any]], metrics: list[str], models: tupl
                 continue
             mean, half, n = stats[model]
             cells.append(f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}")
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
+        lines.append(f"| {metric_label(metric)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -347,7 +385,7 @@ def _run_claimed(plan: ComparePlan) -> dict[str, Any]:
                 "seed": seed,
                 "run_dir": str(plan.out / f"{model}-seed{seed}"),
             }
-            row.update(flatten(metrics))
+            row.update(label_objective_columns(flatten(metrics), metrics))
             rows.append(row)
     return write_report(plan, rows)
 

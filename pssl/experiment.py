@@ -90,6 +90,7 @@ def finish_run(
         model, result.data, seed=result.config.seed, device=device, probes=probes, augmenter=augmenter
     )
     last = result.epochs[-1] if result.epochs else {}
+    label = training_objective_label(result)
     metrics["training"] = {
         "model": result.config.model.name,
         "data": result.config.data.name,
@@ -98,9 +99,10 @@ def finish_run(
         "skipped_steps": result.skipped_steps,
         "seconds_per_epoch": _mean(row["seconds"] for row in result.epochs),
         "images_per_second": _mean(row["images_per_second"] for row in result.epochs),
-        "final_terms_nats_per_item": {k: v for k, v in last.items() if k.startswith(("train_", "val_"))},
+        "objective": label,
+        "final_terms_nats_per_item": labelled_terms(last, label),
     }
-    metrics["training"]["val_bits_per_dim"] = validation_bits_per_dim(result)
+    metrics["training"].update(validation_bits_per_dim_entry(result, label))
     if checkpoint is not None:
         metrics["training"]["checkpoint"] = Path(checkpoint).name
         metrics["training"]["steps"] = int(getattr(result, "global_step", metrics["training"]["steps"]))
@@ -120,14 +122,84 @@ def finish_run(
     return metrics
 
 
-def validation_bits_per_dim(result: TrainResult) -> float | None:
+def _probe_views(result: TrainResult, count: int = 2) -> torch.Tensor:
+    """A few training images as identical views, in the model's dtype and device (for tracing only)."""
+    model = result.model
+    anchor = next(iter(model.parameters()), None)
+    images = result.data.train.images[:count]
+    floats = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if anchor is not None:
+        floats = floats.to(device=anchor.device, dtype=anchor.dtype)
+    num_views = max(result.config.num_views, 1)
+    return floats[:, None].expand(-1, num_views, -1, -1, -1).contiguous()
+
+
+def training_objective_label(result: TrainResult) -> dict[str, Any]:
+    """What the run's training objective is (see :func:`pssl.diagnostics.labels.objective_label`)."""
+    from pssl.diagnostics.labels import objective_label
+
+    return objective_label(result.model, _probe_views(result))
+
+
+def labelled_terms(last: dict[str, Any], label: dict[str, Any]) -> dict[str, float]:
+    """The last epoch's ``train_*``/``val_*`` terms, with the summed objective named for what it is.
+
+    The training loop calls the sum of the terms ``elbo`` for every method; it is kept as
+    ``{split}_elbo`` only when it is a bound on log p(x), and is otherwise written as
+    ``{split}_objective`` (its name and ``is_bound: false`` are in ``training.objective``).
+    """
+    terms = {k: v for k, v in last.items() if k.startswith(("train_", "val_"))}
+    if label["is_bound"]:
+        return terms
+    return {(f"{k[: -len('elbo')]}objective" if k.endswith("_elbo") else k): v for k, v in terms.items()}
+
+
+def validation_bits_per_dim_entry(result: TrainResult, label: dict[str, Any]) -> dict[str, Any]:
+    """``val_bits_per_dim`` and what it is (``val_bits_per_dim_info``); ``None`` where it is not defined."""
+    from pssl.diagnostics.labels import observed_values_per_item
+
+    model = result.model
+    likelihood = getattr(model, "likelihood", None)
+    if not model.generative or likelihood is None:
+        return {"val_bits_per_dim": None}
+    dims = observed_values_per_item(model, _probe_views(result))
+    value = validation_bits_per_dim(result, label=label, dims=dims)
+    images = result.data.train.images
+    eight_bit = images.dtype == torch.uint8
+    discrete = bool(getattr(likelihood, "discrete", False))
+    binary_pmf = type(likelihood).__name__ == "BernoulliLikelihood"
+    grey = binary_pmf and not bool(((images == 0) | (images == (255 if eight_bit else 1))).all())
+    info: dict[str, Any] = {
+        "observed_values_per_item": dims,
+        "likelihood": type(likelihood).__name__,
+        "discrete_likelihood": discrete,
+        "dequantised": bool(not discrete and eight_bit),
+        "bound": "upper bound on -log2 p(x) per dimension (from the validation ELBO)",
+    }
+    if value is None:
+        info["note"] = f"not defined: the training objective is a {label['name']} ({label['note']})"
+    elif grey:
+        info["note"] = (
+            "Bernoulli likelihood on grey values: a cross-entropy, not a code length; comparable only with "
+            "other Bernoulli numbers on the same data"
+        )
+    return {"val_bits_per_dim": value, "val_bits_per_dim_info": info}
+
+
+def validation_bits_per_dim(
+    result: TrainResult, *, label: dict[str, Any] | None = None, dims: int | None = None
+) -> float | None:
     """The validation negative ELBO in bits per dimension (an upper bound on -log2 p(x) per dimension).
 
-    Only for generative methods trained on the untempered ELBO (likelihood scale 1,
-    beta 1): a tempered objective is not a bound on log p(x). Conventions (the 8-bit
-    correction for densities) are those of :func:`pssl.models.likelihoods.bits_per_dim`.
-    For tempered runs, ``pssl diagnose`` gives importance-sampled values of the true model.
+    Only for generative methods whose objective is an ELBO (untempered, no point
+    masses, proper prior; see :func:`pssl.diagnostics.labels.objective_label`). The
+    dimension count is the number of values of the model's ``x`` site per item
+    (:func:`pssl.diagnostics.labels.observed_values_per_item`), and the conventions
+    (the 8-bit correction for densities) are those of
+    :func:`pssl.models.likelihoods.bits_per_dim`. For tempered runs, ``pssl diagnose``
+    gives importance-sampled values of the true model.
     """
+    from pssl.diagnostics.labels import observed_values_per_item
     from pssl.models.likelihoods import bits_per_dim
 
     model = result.model
@@ -136,10 +208,10 @@ def validation_bits_per_dim(result: TrainResult) -> float | None:
     elbo = last.get("val_elbo")
     if not model.generative or likelihood is None or elbo is None:
         return None
-    if likelihood.scale != 1.0 or getattr(model, "beta", 1.0) != 1.0:
+    label = label or training_objective_label(result)
+    if not label["is_bound"]:
         return None
-    channels, height, width = result.data.train.image_shape
-    dims = result.config.num_views * channels * height * width
+    dims = dims or observed_values_per_item(model, _probe_views(result))
     eight_bit = result.data.train.images.dtype == torch.uint8
     try:
         return bits_per_dim(-float(elbo), dims, likelihood=likelihood, data_is_8bit=eight_bit)

@@ -600,6 +600,59 @@ def test_bits_per_dim_dequantisation_convention() -> None:
     assert khat_threshold(10**6) == pytest.approx(0.7)
 
 
+def small_model(name: str, likelihood: str) -> object:
+    from pssl.models.base import ModelSpec, build_model
+
+    spec = ModelSpec(
+        image_shape=(1, 8, 8),
+        latent_dim=3,
+        num_views=2,
+        encoder=Component("mlp", {"hidden": "16"}),
+        decoder=Component("mlp", {"hidden": "16"}),
+        prior=Component("gaussian"),
+        view_prior=Component("gaussian"),
+        likelihood=Component(likelihood),
+    )
+    return build_model(name, spec).double()
+
+
+def test_multimodal_bits_per_dim_counts_the_observed_half_images() -> None:
+    from pssl.diagnostics.labels import observed_values_per_item
+    from pssl.diagnostics.report import evidence_reading
+
+    torch.manual_seed(0)
+    model = small_model("simvae-multimodal", "bernoulli")
+    views = (torch.rand(6, 2, 1, 8, 8) > 0.5).double()  # binary: Bernoulli is then a true pmf
+    samples = importance_sample(model, views, num_samples=8, seed=0)
+    # Hand count: modality A is the top half (1 x 4 x 8) of view 0, modality B the bottom half of
+    # view 1: 32 + 32 = 64 observed values per item, not J x C x H x W = 128.
+    assert samples.num_dims == 64 == observed_values_per_item(model, views)
+    assert samples.observed.shape == (6, 2, 1, 4, 8)
+    evidence = evidence_summary(samples, eight_bit=True, likelihood=model.likelihood)
+    assert evidence["dims_per_item"] == 64
+    assert evidence["bits_per_dim"] == pytest.approx(-evidence["log_px_iwae_nats"] / (64 * math.log(2)))
+    assert "discrete likelihood" in evidence_reading(evidence)
+
+
+def test_discretised_logistic_is_labelled_discrete() -> None:
+    from pssl.diagnostics.report import evidence_reading
+
+    torch.manual_seed(1)
+    model = small_model("simvae", "discretized-logistic")
+    views = torch.randint(0, 256, (5, 2, 1, 8, 8)).double() / 255
+    samples = importance_sample(model, views, num_samples=6, seed=0)
+    assert samples.discrete_observation and not samples.binary_observation
+    evidence = evidence_summary(samples, eight_bit=True, likelihood=model.likelihood)
+    assert evidence["discrete_likelihood"] and not evidence["dequantised"]
+    # A pmf: no dequantisation offset, and log p(x) <= 0.
+    assert evidence["log_px_iwae_nats"] < 0
+    assert evidence["bits_per_dim"] == pytest.approx(-evidence["log_px_iwae_nats"] / (128 * math.log(2)))
+    reading = evidence_reading(evidence)
+    assert "discrete likelihood" in reading and "dequantised" not in reading
+    idata = to_inference_data(model, views, num_samples=6, num_prior_draws=4, num_predictive_draws=2)
+    assert idata.importance_sampling.attrs["likelihood_is_discrete"] == 1
+
+
 def test_diagnose_readings_for_an_over_narrow_guide() -> None:
     model = model_with_guide(std_factor=0.1)
     images = sample_data(model, 10)[:, 0]
