@@ -20,7 +20,9 @@ transforms and resamples once, so a crop followed by flips costs one
 :class:`ViewAugmenter` turns one transform into a view generator: images
 ``(B, C, H, W)`` become ``J`` independent views ``(B, J, C, H, W)`` (the layout
 of :mod:`pssl.layout`). Named presets (the augmentations of the reference
-setup, SimCLR's, ...) live in the :data:`AUGMENTATIONS` registry.
+setup, SimCLR's, ...) live in the :data:`AUGMENTATIONS` registry; which one a
+data set uses by default is the data set's own declaration
+(:mod:`pssl.datasets.descriptor`), not a table here.
 
 Coordinates: an affine matrix ``theta`` (``(n, 3, 3)``, last row ``0 0 1``) maps
 normalised *output* coordinates to normalised *input* coordinates, where
@@ -56,7 +58,6 @@ __all__ = [
     "Threshold",
     "ViewAugmenter",
     "build_augmenter",
-    "default_preset",
     "shift_hue",
 ]
 
@@ -194,6 +195,10 @@ class Augmentation:
     """
 
     name: str = "augmentation"
+    pixelwise_deterministic: bool = False
+    """True for a parameter-free pixel-wise map (e.g. :class:`Threshold`): such a step
+    that ends a view pipeline changes the *kind* of data (grey -> binary), so the
+    images a trained model is evaluated on get it too."""
 
     def sample_params(
         self,
@@ -683,9 +688,14 @@ class GaussianBlur(Augmentation):
 
 
 class Threshold(Augmentation):
-    """Deterministic binarisation ``x > threshold`` (1.0 or 0.0); no parameters."""
+    """Deterministic binarisation ``x > threshold`` (1.0 or 0.0); no parameters.
+
+    Pixel-wise and parameter-free: when it ends a view pipeline, evaluation images
+    get it too (:meth:`ViewAugmenter.evaluation_transform`).
+    """
 
     name = "threshold"
+    pixelwise_deterministic = True
 
     def __init__(self, threshold: float = 0.5, *, name: str = "threshold") -> None:
         self.threshold = float(threshold)
@@ -738,6 +748,7 @@ class Compose(Augmentation):
             raise ValueError(f"Compose: transform names must be distinct; repeated {duplicates} in {names}")
         self.transforms = transforms
         self.name = name
+        self.pixelwise_deterministic = bool(transforms) and all(t.pixelwise_deterministic for t in transforms)
         # consecutive affine transforms form one resampling stage
         self._stages: list[list[Augmentation]] = []
         for t in transforms:
@@ -818,6 +829,26 @@ class ViewAugmenter:
     def identity(cls) -> ViewAugmenter:
         """An augmenter whose views are copies of the image (evaluation, no augmentation)."""
         return cls(Identity())
+
+    def evaluation_transform(self) -> Augmentation | None:
+        """The parameter-free pixel-wise steps that end the view pipeline, or ``None``.
+
+        Views binarised at 0.5 (the reference MNIST set-up) make a model of binary
+        images; un-augmented evaluation images must be binarised the same way, or the
+        probes and diagnostics would read the model on data of another kind. The
+        random steps (crops, flips, jitter) are what evaluation leaves out; these
+        deterministic trailing steps are what it keeps. Apply the result as
+        ``transform.apply(images, {})``.
+        """
+        steps = self.transform.transforms if isinstance(self.transform, Compose) else [self.transform]
+        tail: list[Augmentation] = []
+        for step in reversed(steps):
+            if not step.pixelwise_deterministic:
+                break
+            tail.insert(0, step)
+        if not tail:
+            return None
+        return tail[0] if len(tail) == 1 else Compose(tail, name="evaluation")
 
     def output_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
         """``(C, H, W)`` of each view for input images of ``image_shape`` ``(C, H, W)``."""
@@ -972,21 +1003,24 @@ def cifar(
     jitter: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 0.2),
     jitter_p: float = 0.8,
     crop_scale_min: float = 0.6,
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
     vertical_flip: float = 0.5,
 ) -> ViewAugmenter:
-    """Reference augmentation for CIFAR-10 and CelebA (PAPER.md section 5).
+    """Augmentation for CIFAR-10 and CelebA after the reference setup (PAPER.md section 5).
 
     ColorJitter(brightness, contrast, saturation, hue = ``jitter``) applied with
-    probability ``jitter_p`` (0.8, as SimCLR; the reference table gives only the
-    strengths), then RandomResizedCrop (area ``crop_scale_min``-1, torchvision's
-    default ratio 3/4-4/3) and a vertical flip with probability ``vertical_flip``
-    (vertical, as the reference code has it).
+    probability ``jitter_p``, then RandomResizedCrop (area ``crop_scale_min``-1,
+    aspect ratio ``crop_ratio``) and a vertical flip with probability
+    ``vertical_flip`` (vertical, as the reference code has it). The defaults
+    (``jitter_p=0.8`` as SimCLR, torchvision's ratio 3/4-4/3) are pssl's; the
+    authors' code jitters every view (``jitter_p=1``) and crops with ratio
+    0.75-1.3, which the ``paper-cifar10``/``paper-celeba`` recipes set.
     """
     return ViewAugmenter(
         Compose(
             [
                 ColorJitter(*jitter, p=jitter_p),
-                RandomResizedCrop(scale=(crop_scale_min, 1.0)),
+                RandomResizedCrop(scale=(crop_scale_min, 1.0), ratio=crop_ratio),
                 RandomVerticalFlip(vertical_flip),
             ]
         )
@@ -1067,40 +1101,21 @@ def build_augmenter(
     return AUGMENTATIONS.build(preset, options, image_shape=shape)
 
 
-_DEFAULT_PRESETS = {
-    "digits": "digits",
-    "mnist": "mnist-binary",
-    "fashionmnist": "mnist",
-    "fashion-mnist": "mnist",
-    "fashion_mnist": "mnist",
-    "cifar10": "cifar",
-    "cifar-10": "cifar",
-    "celeba": "cifar",
-    "shapes": "styled",
-    "styled": "styled",
-}
-
-
 def default_preset(dataset_name: str) -> str:
-    """The augmentation preset a data set uses by default.
+    """The augmentation preset data set ``dataset_name`` declares (its :class:`DatasetDefaults`).
 
-    ``digits -> digits``, ``mnist -> mnist-binary`` (thresholded at 0.5, as the
-    reference), ``fashionmnist -> mnist`` (not thresholded), ``cifar10``/``celeba ->
-    cifar``, ``shapes``/``styled``/``styled-*``/``shapes-*`` -> ``styled``, and
-    ``paired-<base>`` -> ``paired`` (no flips, which would swap the halves). Case is ignored.
+    Kept for callers that predate data-set descriptors; the run composition reads
+    :func:`pssl.datasets.dataset_defaults` directly.
 
     Raises:
-        ValueError: for a name none of these rules covers (naming the known ones).
+        ValueError: for a name no registered data set has (naming the registered ones).
     """
-    if not isinstance(dataset_name, str):
-        raise TypeError(f"dataset_name must be a string, got {type(dataset_name).__name__}")
-    key = dataset_name.strip().lower()
-    if key in _DEFAULT_PRESETS:
-        return _DEFAULT_PRESETS[key]
-    if key.startswith("paired-") and len(key) > len("paired-"):
-        default_preset(key[len("paired-") :])  # the base must be known
-        return "paired"  # no flips: a vertical flip would swap the two halves (modalities)
-    if key.startswith(("styled-", "shapes-")):
-        return "styled"
-    known = ", ".join(list(_DEFAULT_PRESETS) + ["styled-*", "shapes-*", "paired-<known>"])
-    raise ValueError(f"no default augmentation preset for data set {dataset_name!r}; known: {known}")
+    from pssl.datasets import DATASETS, dataset_defaults
+
+    defaults = dataset_defaults(dataset_name)
+    if defaults is None:
+        raise ValueError(
+            f"no default augmentation preset for data set {dataset_name!r} (not a registered data set: "
+            f"{', '.join(DATASETS.names())}); choose one with augment=NAME"
+        )
+    return defaults.augment

@@ -64,13 +64,13 @@ def _fields_help() -> str:
 
 
 COMMANDS = {
-    "train": "train a method and evaluate it (key=value overrides; resume=true continues a run)",
+    "train": "train a method and evaluate it (recipe=NAME or config=PATH, then key=value overrides)",
     "resume": "continue an interrupted run: pssl resume RUN_DIR [epochs=N]",
     "evaluate": "evaluate a finished run: pssl evaluate RUN_DIR (writes RUN_DIR/metrics.json)",
     "demo": "a small comparison on embedded data (digits, styled-digits): SimVAE, VAE, SimCLR, VicREG",
     "compare": "train and evaluate models over seeds: pssl compare models=simvae,vae seeds=0,1,2 out=DIR",
     "diagnose": "posterior diagnostics of a run: pssl diagnose RUN_DIR (IWAE, PSIS k-hat, collapse, PPC)",
-    "list": "list every model, data set, prior, likelihood, network and augmentation name",
+    "list": "list every registered name (pssl list recipes: the shipped recipes)",
 }
 
 
@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Probabilistic self-supervised learning: SimVAE, VAE and discriminative SSL "
         "as Pyro inference.",
         epilog=catalogue()
-        + "\n\nexample:\n  pssl train model=simvae data=fashionmnist epochs=10 seed=0 out=runs/fm-simvae",
+        + "\n\nexamples:\n  pssl train model=simvae data=fashionmnist epochs=10 seed=0 out=runs/fm-simvae"
+        + "\n  pssl train recipe=paper-fashionmnist epochs=10    (pssl list recipes shows them)",
     )
     parser.add_argument(
         "--traceback",
@@ -102,7 +103,10 @@ def _parser() -> argparse.ArgumentParser:
         help=COMMANDS["train"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a method, then evaluate it. Writes RUN_DIR/{config.json, history.csv, epochs.csv, "
-        "checkpoint-*.pt, metrics.json, reconstructions.png, loss_curves.png}.",
+        "checkpoint-*.pt, metrics.json, reconstructions.png, loss_curves.png}.\n\n"
+        "recipe=NAME starts from a shipped recipe (pssl list recipes), config=PATH from a JSON config "
+        "file such as a previous run's config.json (its out and resume are not reused); the other "
+        "key=value overrides apply on top.",
         epilog="overrides (key=value):\n"
         + textwrap.indent(_fields_help(), "  ")
         + "\n\n"
@@ -143,7 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--max-items", type=int, default=256, help="test items to diagnose")
     diagnose.add_argument("--device", default="cpu")
     _loading_options(diagnose)
-    sub.add_parser("list", parents=[common], help=COMMANDS["list"])
+    listing = sub.add_parser("list", parents=[common], help=COMMANDS["list"])
+    listing.add_argument(
+        "what", nargs="?", choices=("all", "recipes"), default="all", help="recipes: the shipped recipes only"
+    )
     return parser
 
 
@@ -183,8 +190,9 @@ def _config_from(overrides: list[str], base: Config | None = None) -> Config:
 
 def cmd_train(overrides: list[str]) -> int:
     from pssl.experiment import run_experiment
+    from pssl.recipes import config_from_tokens
 
-    config = _config_from(overrides)
+    config = config_from_tokens(overrides)
     metrics = run_experiment(config)
     run_dir = Path(config.out) if config.out else None
     _print_summary(metrics, run_dir)
@@ -348,7 +356,12 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "diagnose":
         return cmd_diagnose(args)
     if args.command == "list":
-        print(catalogue())
+        from pssl.recipes import describe_recipes
+
+        if args.what == "recipes":
+            print(describe_recipes())
+        else:
+            print(catalogue() + "\n\nrecipes (recipe=NAME):\n" + describe_recipes())
         return 0
     parser.error(f"unknown command {args.command!r}")
     return 2

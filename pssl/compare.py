@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from pssl.config import Config, ConfigError, apply_overrides, parse_overrides
+from pssl.config import Config, ConfigError, apply_overrides
 from pssl.inference.checkpoint import list_checkpoints
 from pssl.rundir import (
     LOCK_NAME,
@@ -99,7 +99,10 @@ def parse_compare(tokens: list[str]) -> ComparePlan:
 
     for name in models:
         MODELS.entry(name)  # unknown names fail before any training
-    base = apply_overrides(Config(progress=False), parse_overrides(rest))
+    from pssl.recipes import config_from_tokens
+
+    # recipe=NAME / config=PATH choose the base; progress bars off unless asked for
+    base = config_from_tokens(["progress=false", *rest])
     return ComparePlan(models=models, seeds=seeds, base=base, out=out, probes=probes)
 
 

@@ -30,7 +30,6 @@ from pssl.augment import (
     Threshold,
     ViewAugmenter,
     build_augmenter,
-    default_preset,
 )
 
 TOL = 1e-4
@@ -390,30 +389,6 @@ def test_preset_options_are_coerced_and_checked():
         build_augmenter("nope", (1, 28, 28))
     with pytest.raises(ValueError, match="image_shape"):
         build_augmenter("mnist", (28, 28))
-
-
-@pytest.mark.parametrize(
-    "dataset, preset",
-    [
-        ("digits", "digits"),
-        ("mnist", "mnist-binary"),
-        ("FashionMNIST", "mnist"),
-        ("cifar10", "cifar"),
-        ("celeba", "cifar"),
-        ("styled-mnist", "styled"),
-        ("shapes", "styled"),
-        ("paired-fashionmnist", "paired"),
-        ("paired-mnist", "paired"),
-    ],
-)
-def test_default_preset(dataset, preset):
-    assert default_preset(dataset) == preset
-    assert preset in AUGMENTATIONS
-
-
-def test_default_preset_unknown_raises():
-    with pytest.raises(ValueError, match="cifar10"):
-        default_preset("imagenet")
 
 
 @pytest.mark.parametrize(

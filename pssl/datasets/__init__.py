@@ -19,6 +19,13 @@ from pssl.datasets.core import (
     seeded_generator,
     validate_images,
 )
+from pssl.datasets.descriptor import (
+    DatasetDefaults,
+    dataset_defaults,
+    evaluation_splits,
+    evaluation_transform,
+    register_dataset,
+)
 from pssl.datasets.idx import read_idx, write_idx
 from pssl.datasets.paired import split_modalities
 
@@ -27,10 +34,15 @@ __all__ = [
     "PALETTE",
     "DataNotFoundError",
     "DataSplits",
+    "DatasetDefaults",
     "TensorData",
+    "dataset_defaults",
     "dataset_names",
+    "evaluation_splits",
+    "evaluation_transform",
     "load_dataset",
     "read_idx",
+    "register_dataset",
     "seeded_generator",
     "split_modalities",
     "validate_images",

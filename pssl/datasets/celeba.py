@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from pssl.datasets.core import (
-    DATASETS,
     DataNotFoundError,
     DataSplits,
     TensorData,
@@ -29,6 +28,7 @@ from pssl.datasets.core import (
     make_splits,
     try_download,
 )
+from pssl.datasets.descriptor import DatasetDefaults, register_dataset
 
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 """Attributes that define content classes 0..3; class 4 is "other or ambiguous"."""
@@ -202,8 +202,11 @@ def _complete(folder: Path) -> bool:
     )
 
 
-@DATASETS.register(
-    "celeba", help="CelebA faces, 3xSxS RGB (S=image_size), content = hair colour (5 classes), 40 attributes"
+@register_dataset(
+    "celeba",
+    help="CelebA faces, 3xSxS RGB (S=image_size), content = hair colour (5 classes), 40 attributes",
+    # networks follow image_size (an option): the small ResNet for 32-64 px, else conv
+    defaults=DatasetDefaults(augment="cifar", likelihood="gaussian"),
 )
 def celeba(
     seed: int,

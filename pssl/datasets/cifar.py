@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from pssl.datasets.core import (
-    DATASETS,
     DataNotFoundError,
     DataSplits,
     TensorData,
@@ -27,6 +26,7 @@ from pssl.datasets.core import (
     make_splits,
     try_download,
 )
+from pssl.datasets.descriptor import DatasetDefaults, register_dataset
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -108,7 +108,12 @@ def _complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in (*TRAIN_BATCHES, TEST_BATCH))
 
 
-@DATASETS.register("cifar10", help="CIFAR-10 natural images, 3x32x32 RGB, 10 classes (python batches)")
+@register_dataset(
+    "cifar10",
+    help="CIFAR-10 natural images, 3x32x32 RGB, 10 classes (python batches)",
+    # pssl's small ResNet by default (CPU-friendly); recipe paper-cifar10 selects resnet18-half
+    defaults=DatasetDefaults(augment="cifar", likelihood="gaussian", encoder="resnet", decoder="resnet"),
+)
 def cifar10(
     seed: int,
     *,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from pssl.datasets.core import (
-    DATASETS,
     DataSplits,
     TensorData,
     carve,
@@ -13,6 +12,7 @@ from pssl.datasets.core import (
     make_splits,
     seeded_generator,
 )
+from pssl.datasets.descriptor import DatasetDefaults, register_dataset
 
 
 def digits_tensors() -> TensorData:
@@ -28,7 +28,12 @@ def digits_tensors() -> TensorData:
     return TensorData(images, torch.as_tensor(bunch.target, dtype=torch.int64), num_classes=10)
 
 
-@DATASETS.register("digits", help="scikit-learn 8x8 digits, 1x8x8 grey, 10 classes (embedded, 1797 items)")
+@register_dataset(
+    "digits",
+    help="scikit-learn 8x8 digits, 1x8x8 grey, 10 classes (embedded, 1797 items)",
+    # grey 8x8 images: the MNIST networks and likelihood, a milder crop for 8 pixels
+    defaults=DatasetDefaults(augment="digits", likelihood="bernoulli", encoder="mlp", decoder="mlp"),
+)
 def digits(
     seed: int,
     *,

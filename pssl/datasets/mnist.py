@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from pssl.datasets.core import (
-    DATASETS,
     DataNotFoundError,
     DataSplits,
     TensorData,
@@ -24,6 +23,7 @@ from pssl.datasets.core import (
     make_splits,
     try_download,
 )
+from pssl.datasets.descriptor import DatasetDefaults, register_dataset
 from pssl.datasets.idx import idx_header, read_idx
 
 IDX_STEMS = {
@@ -147,7 +147,15 @@ def load_idx_dataset(
     return make_splits(source.name, train, test, seed=seed, val_fraction=val_fraction, limit=limit)
 
 
-@DATASETS.register("mnist", help="MNIST handwritten digits, 1x28x28 grey, 10 classes (IDX files)")
+@register_dataset(
+    "mnist",
+    help="MNIST handwritten digits, 1x28x28 grey, 10 classes (IDX files)",
+    # The reference binarises MNIST at 0.5, views and evaluation images alike
+    # (``evaluation="views"`` carries the preset's threshold to evaluation).
+    defaults=DatasetDefaults(
+        augment="mnist-binary", likelihood="bernoulli", encoder="mlp", decoder="mlp", evaluation="views"
+    ),
+)
 def mnist(
     seed: int,
     *,
@@ -171,9 +179,11 @@ def mnist(
     )
 
 
-@DATASETS.register(
+@register_dataset(
     "fashionmnist",
     help="Fashion-MNIST clothing, 1x28x28 grey, 10 classes (IDX files, Debian path auto-found)",
+    # grey levels kept (the reference thresholds MNIST only); Bernoulli on grey levels as the reference
+    defaults=DatasetDefaults(augment="mnist", likelihood="bernoulli", encoder="mlp", decoder="mlp"),
 )
 def fashionmnist(
     seed: int,

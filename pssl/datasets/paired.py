@@ -15,6 +15,7 @@ import torch
 
 from pssl.datasets import digits, mnist  # noqa: F401  (registers the base data sets)
 from pssl.datasets.core import DATASETS, DataSplits, derived_factory
+from pssl.datasets.descriptor import dataset_defaults, register_dataset
 
 
 def split_modalities(views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,9 +56,11 @@ def _register_paired(base_name: str) -> None:
     See :func:`split_modalities`.
     """
     factory = derived_factory(DATASETS.entry(base_name).factory, [], build, name=name, doc=doc)
-    DATASETS.register(name, help=f"{base_name} as two paired modalities: top and bottom image halves")(
-        factory
-    )
+    # The base's networks and likelihood; no flips, which would swap the two halves (modalities).
+    defaults = dataclasses.replace(dataset_defaults(base_name), augment="paired")
+    register_dataset(
+        name, help=f"{base_name} as two paired modalities: top and bottom image halves", defaults=defaults
+    )(factory)
 
 
 for _base in ("digits", "mnist", "fashionmnist"):

@@ -25,7 +25,6 @@ import math
 import torch
 
 from pssl.datasets.core import (
-    DATASETS,
     PALETTE,
     DataSplits,
     TensorData,
@@ -34,6 +33,7 @@ from pssl.datasets.core import (
     seeded_generator,
     split_indices,
 )
+from pssl.datasets.descriptor import DatasetDefaults, register_dataset
 
 SHAPES = ("square", "circle", "triangle", "cross")
 """Content classes, in label order."""
@@ -152,8 +152,11 @@ def shapes_data(params: dict[str, torch.Tensor], *, size: int) -> TensorData:
     )
 
 
-@DATASETS.register(
-    "shapes", help="procedural coloured shapes (4 classes) with scale/orientation/position/colour"
+@register_dataset(
+    "shapes",
+    help="procedural coloured shapes (4 classes) with scale/orientation/position/colour",
+    # size is an option: networks and likelihood follow the image shape
+    defaults=DatasetDefaults(augment="styled"),
 )
 def shapes(
     seed: int,

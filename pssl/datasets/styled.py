@@ -34,6 +34,7 @@ from pssl.datasets.core import (
     make_splits,
     seeded_generator,
 )
+from pssl.datasets.descriptor import DatasetDefaults, register_dataset
 
 STYLE_FACTORS = {
     "pos_x": "continuous",
@@ -230,8 +231,11 @@ def _register_styled(base_name: str) -> None:
     factory = derived_factory(
         DATASETS.entry(base_name).factory, own, _styled_builder(name, base_name), name=name, doc=doc
     )
-    DATASETS.register(
-        name, help=f"{base_name} at random position/scale/colours on RGB (factors pos, scale, fg/bg colour)"
+    register_dataset(
+        name,
+        help=f"{base_name} at random position/scale/colours on RGB (factors pos, scale, fg/bg colour)",
+        # canvas is an option: networks and likelihood follow the image shape
+        defaults=DatasetDefaults(augment="styled"),
     )(factory)
 
 
