@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 """Version of the checkpoint layout; bump when the dict's keys change meaning (and add a migration)."""
 
 _NAME = re.compile(r"^checkpoint-(\d{9})\.pt$")
@@ -50,7 +50,14 @@ def migrate_v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: migrate_v1_to_v2}
+def migrate_v2_to_v3(state: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 -> 3: Pyro param-store parameters (``pyro_params``, none before)."""
+    state = dict(state)
+    state.setdefault("pyro_params", {})
+    return state
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: migrate_v1_to_v2, 2: migrate_v2_to_v3}
 """``{version: migrate}``: ``migrate(state)`` turns a checkpoint of ``version`` into ``version + 1``."""
 
 

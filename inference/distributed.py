@@ -231,6 +231,14 @@ class DistributedContext:
             for tensor in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(tensor.data, src=0)
 
+    def broadcast_tensors(self, tensors: list[torch.Tensor]) -> None:
+        """Copy rank 0's values of ``tensors`` (e.g. Pyro param-store parameters) to every rank."""
+        if not self.enabled:
+            return
+        with torch.no_grad():
+            for tensor in tensors:
+                dist.broadcast(tensor.data, src=0)
+
     def gather_objects(self, value: Any) -> list[Any]:
         """Every rank's ``value`` (picklable), in rank order."""
         if not self.enabled:

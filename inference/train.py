@@ -1,15 +1,18 @@
-"""The training loop: one loop for every method.
+"""The training loop: one loop for every method and every Pyro ELBO.
 
-``train(config)`` loads the data, resolves defaults that depend on it, builds
-the method by name, and fits it with Adam on the objective of
-:mod:`pssl.inference.objectives`. The loop never branches on the method: it
-draws a minibatch of item indices, makes ``J`` augmented views on the training
-device, evaluates the objective, steps, calls the method's ``after_step`` hook,
-and logs the named terms.
+:class:`Trainer` receives built parts (:class:`~pssl.inference.compose.RunParts`:
+data, method, augmenter, objective, optimiser; :func:`~pssl.inference.compose.compose`
+builds them from a config) and fits them. ``train(config)`` does both. The loop
+never branches on the method or the ELBO: it draws a minibatch of item
+indices, makes ``J`` augmented views on the training device, evaluates the
+objective (a Pyro ELBO, :mod:`pssl.inference.objectives`), steps the fused Adam
+over the method's parameters and the Pyro param-store parameters its model and
+guide create, calls the method's ``after_step`` hook, and logs the named terms.
 
 A run directory holds plain files: ``config.json`` (resolved), ``history.csv``
 (one row per ``log_every`` steps), ``epochs.csv`` (one row per epoch, with
-validation terms and throughput) and ``checkpoint-<step>.pt``.
+validation terms and throughput) and ``checkpoint-<step>.pt`` (the method's
+state, the param-store parameters by name, the optimiser, counters and RNGs).
 
 Reproducibility: everything random derives from ``config.seed``. The model is
 initialised after :func:`seed_everything`; each epoch's data order comes from a
@@ -34,7 +37,6 @@ import dataclasses
 import io
 import math
 import os
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -42,13 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyro
 import torch
 
-from pssl.augment import ViewAugmenter, build_augmenter, default_preset
-from pssl.config import Component, Config
-from pssl.data import DataSplits, TensorData, load_dataset
+from pssl.config import Config
+from pssl.data import DataSplits, load_dataset
 from pssl.inference.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -59,19 +58,18 @@ from pssl.inference.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from pssl.inference.distributed import (
-    DistributedContext,
-    convert_batchnorm,
-    count_batchnorm,
-    derive_seed,
-    resolve_device,
-    setup_distributed,
-    step_seed,
+from pssl.inference.compose import (
+    RunParts,
+    build_from_config,
+    compose,
+    float_images,
+    floating_dtype,
+    resolve_config,
+    seed_everything,
 )
-from pssl.inference.objectives import ELBO, NonFiniteError, ObjectiveOutput
-from pssl.models.base import MODELS, ModelSpec, SSLModel, ViewBatch, build_model
-from pssl.models.likelihoods import default_likelihood
-from pssl.networks import default_networks
+from pssl.inference.distributed import DistributedContext, derive_seed, resolve_device, step_seed
+from pssl.inference.objectives import NonFiniteError, ObjectiveOutput, method_errors
+from pssl.models.base import MODELS, SSLModel, ViewBatch
 
 # Fields that may differ between a checkpoint's config and the config resuming it
 # (``out``: a run directory may be moved or copied and resumed where it now is).
@@ -126,81 +124,8 @@ class TrainResult:
         return self.rank == 0
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch (and CUDA), numpy, Python and Pyro once, before the model is built."""
-    pyro.set_rng_seed(seed)  # seeds torch (and CUDA), numpy and random
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_config(config: Config, data: DataSplits) -> Config:
-    """Fill the components left as ``None`` with defaults that depend on the data.
-
-    Encoder/decoder follow the image shape, the likelihood the channels, the
-    augmentation preset the data set, the priors are Gaussian.
-    """
-    shape = data.train.image_shape
-    encoder, decoder = default_networks(shape)
-    defaults = {
-        "prior": lambda: Component("gaussian"),
-        "view_prior": lambda: Component("gaussian"),
-        "likelihood": lambda: Component(default_likelihood(shape)),
-        "encoder": lambda: Component(encoder),
-        "decoder": lambda: Component(decoder),
-        # only looked up when needed: data passed from Python may have a name no preset knows
-        "augment": lambda: Component(default_preset(config.data.name)),
-    }
-    changes = {k: make() for k, make in defaults.items() if getattr(config, k) is None}
-    return dataclasses.replace(config, **changes)
-
-
-def model_spec(config: Config, image_shape: tuple[int, int, int]) -> ModelSpec:
-    """The :class:`ModelSpec` a resolved config describes."""
-    return ModelSpec(
-        image_shape=tuple(image_shape),
-        latent_dim=config.latent_dim,
-        num_views=config.num_views,
-        encoder=config.encoder,
-        decoder=config.decoder,
-        prior=config.prior,
-        view_prior=config.view_prior,
-        likelihood=config.likelihood,
-    )
-
-
-def build_from_config(config: Config, image_shape: tuple[int, int, int]) -> SSLModel:
-    """Build the method a resolved config names (used by training and by loading a run)."""
-    return build_model(config.model.name, model_spec(config, image_shape), config.model.options)
-
-
 def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{config.model.name}-{config.data.name}-seed{config.seed}"
-
-
-def _float_images(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 ``0..255`` or float ``[0, 1]`` images as ``dtype`` in ``[0, 1]``."""
-    return images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
-
-
-def _floating_dtype(module: torch.nn.Module) -> torch.dtype:
-    """The dtype of ``module``'s floating-point parameters (float32 if it has none)."""
-    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-
-
-def make_adam(parameters: list[torch.nn.Parameter], **settings: float) -> torch.optim.Adam:
-    """Adam with torch's fused kernel where it has one for these parameters, else the default one.
-
-    The fused kernel updates each tensor in one pass instead of about six (on CPU measured
-    ~4 ms instead of ~38 ms per step for the reference MLP's 4.5M parameters); the
-    arithmetic is Adam's, equal to the default kernel up to float rounding.
-    """
-    if parameters and all(p.is_floating_point() for p in parameters):
-        try:
-            return torch.optim.Adam(parameters, fused=True, **settings)
-        except (RuntimeError, ValueError, TypeError):  # a device or dtype without the fused kernel
-            pass
-    return torch.optim.Adam(parameters, **settings)
 
 
 def nonfinite_gradients(named_parameters: list[tuple[str, torch.nn.Parameter]]) -> list[str]:
@@ -221,86 +146,68 @@ def nonfinite_gradients(named_parameters: list[tuple[str, torch.nn.Parameter]]) 
     return [n for n, g in named if not torch.isfinite(g).all()]
 
 
-def check_training_data(model: SSLModel, data: TensorData, *, chunk: int = 4096, name: str) -> None:
-    """Let the method reject data outside its likelihood's support before any step."""
-    for start in range(0, len(data), chunk):
-        model.check_data(_float_images(data.images[start : start + chunk]), name=name)
-
-
 class Trainer:
     """Holds the state of one run (one process of it, under ``torchrun``); :meth:`fit` runs it.
 
     Most users call :func:`train`.
 
     Args:
-        config: the run configuration.
-        data: data splits to use instead of loading ``config.data`` by name.
-        model: a ready method instead of building ``config.model`` by name; its
-            floating dtype (e.g. float64) is the dtype of the views fed to it.
+        parts: the built run (:func:`~pssl.inference.compose.compose`). A
+            :class:`~pssl.config.Config` is accepted too and composed here, with
+            ``data``, ``model``, ``guide``, ``objective`` and ``sync_batchnorm``
+            passed on to :func:`~pssl.inference.compose.compose`.
         on_epoch_end: called on every rank as ``on_epoch_end(trainer, row)`` after each epoch.
         on_step_end: called on every rank as ``on_step_end(trainer, batch, output)`` after
             each step (``output`` is ``None`` for a skipped step; gradients are still
             in the parameters' ``.grad``, summed over ranks).
-        sync_batchnorm: with several processes, compute batch-norm statistics over
-            the global batch (see :func:`pssl.inference.distributed.convert_batchnorm`).
 
     Raises:
         ValueError: (including :class:`~pssl.config.ConfigError`) for a configuration
-            the data or the method cannot use; nothing is written before these checks.
+            the data, the method or the objective cannot use; nothing is written before
+            these checks.
     """
 
     def __init__(
         self,
-        config: Config,
+        parts: RunParts | Config,
         *,
         data: DataSplits | None = None,
         model: SSLModel | None = None,
+        guide: Callable[..., Any] | None = None,
+        objective: Any = None,
         on_epoch_end: Callable[[Trainer, dict[str, float]], None] | None = None,
         on_step_end: StepCallback | None = None,
         sync_batchnorm: bool = True,
     ) -> None:
-        self.dist: DistributedContext = setup_distributed(config.device)
-        self.device = self.dist.device
-        self.run_dir = Path(config.out) if config.out else default_run_dir(config)
-        seed_everything(config.seed)
-        self.data = (
-            data
-            if data is not None
-            else load_dataset(config.data.name, config.data.options, seed=config.seed)
-        )
-        if len(self.data.train) == 0:
-            raise ValueError(f"data set {config.data.name!r} has no training items")
-        self.config = resolve_config(config, self.data)
-        self.custom_model = model is not None
-        self.model = (
-            model if model is not None else build_from_config(self.config, self.data.train.image_shape)
-        ).to(self.device)
-        if self.config.num_views < self.model.min_views:
-            raise ValueError(
-                f"model {self.config.model.name!r} needs num_views >= {self.model.min_views}, "
-                f"got num_views={self.config.num_views}"
+        if isinstance(parts, Config):
+            parts = compose(
+                parts, data=data, model=model, guide=guide, objective=objective, sync_batchnorm=sync_batchnorm
             )
-        check_training_data(self.model, self.data.train, name=f"data set {self.config.data.name!r}")
+        elif any(v is not None for v in (data, model, guide, objective)):
+            raise TypeError(
+                "data, model, guide and objective are parts of a RunParts; pass them to compose()"
+            )
+        self.parts = parts
+        self.dist: DistributedContext = parts.dist
+        self.device = self.dist.device
+        self.config = parts.config
+        self.data = parts.data
+        self.model = parts.model
+        self.augmenter = parts.augmenter
+        self.objective = parts.objective
+        self.optimizer = parts.optimizer
+        self.parameters = parts.parameters
+        self.pyro_params = parts.pyro_params
+        self.custom_model = parts.custom_model
+        self.custom_objective = parts.custom_objective
+        self.run_dir = Path(self.config.out) if self.config.out else default_run_dir(self.config)
         self.num_items = len(self.data.train)
         self.batch_items = min(self.config.batch_size, self.num_items)
-        self.dist.check_batch(self.batch_items)
         self.steps_per_epoch = self.num_items // self.batch_items
-        if self.dist.enabled and sync_batchnorm and count_batchnorm(self.model):
-            self.model = convert_batchnorm(self.model, self.device)
-        self.dtype = _floating_dtype(self.model)
-        self.augmenter: ViewAugmenter = build_augmenter(
-            self.config.augment.name, self.data.train.image_shape, self.config.augment.options
-        )
-        self.objective = ELBO(self.model)
-        self.optimizer = make_adam(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=self.config.lr,
-            eps=self.config.adam_eps,
-            weight_decay=self.config.weight_decay,
-        )
+        self.dtype = floating_dtype(self.model)
         # Reseeded at every step from (seed, step, rank); see step_seed.
         self.augment_generator = torch.Generator(device=self.device)
-        self.order_generator = torch.Generator().manual_seed(config.seed + 2)
+        self.order_generator = torch.Generator().manual_seed(self.config.seed + 2)
         self.train_images = self.data.train.images.to(self.device)
         self.on_epoch_end = on_epoch_end
         self.on_step_end = on_step_end
@@ -338,6 +245,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "model_name": self.config.model.name,
             "model": self.model.state_dict(),
+            "pyro_params": {name: value.detach().clone() for name, value in self.pyro_params.items()},
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -367,6 +275,20 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint {source} does not fit model {self.config.model.name!r}: {err}"
             ) from None
+        saved_params = state.get("pyro_params", {})
+        if set(saved_params) != set(self.pyro_params):
+            raise CheckpointError(
+                f"checkpoint {source} holds Pyro param-store parameters {sorted(saved_params) or '(none)'} "
+                f"but the model and guide create {sorted(self.pyro_params) or '(none)'}"
+            )
+        with torch.no_grad():
+            for name, value in self.pyro_params.items():
+                if saved_params[name].shape != value.shape:
+                    raise CheckpointError(
+                        f"checkpoint {source}: param-store parameter {name!r} has shape "
+                        f"{tuple(saved_params[name].shape)}, the model's has {tuple(value.shape)}"
+                    )
+                value.copy_(saved_params[name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
@@ -430,11 +352,15 @@ class Trainer:
             resolved = self.config.to_dict()
             resolved["resolved"] = {
                 "model": self.model.describe(),
+                "objective": self.objective.label,
                 "custom_model": self.custom_model,
+                "custom_objective": self.custom_objective,
+                "pyro_params": sorted(self.pyro_params),
                 "world_size": self.dist.world_size,
             }
             _atomic_write(self.run_dir / "config.json", _json(resolved))
         self.dist.broadcast_module(self.model)
+        self.dist.broadcast_tensors(list(self.pyro_params.values()))
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -444,7 +370,7 @@ class Trainer:
         The views are drawn from the ``augment`` stream of the current step and rank.
         """
         index = self.dist.shard(global_index)
-        images = _float_images(self.train_images[index.to(self.train_images.device)], self.dtype)
+        images = float_images(self.train_images[index.to(self.train_images.device)], self.dtype)
         self.augment_generator.manual_seed(
             step_seed(self.config.seed, "augment", self.global_step, self.dist.rank)
         )
@@ -458,17 +384,8 @@ class Trainer:
         shape table appended; the error the method raised (e.g. "needs at least 2
         items per batch") is re-raised instead, chained to Pyro's for debugging.
         """
-        try:
+        with method_errors():
             return self.objective(batch)
-        except (ValueError, TypeError) as err:
-            cause = err.__cause__
-            if type(cause) is type(err) and str(err).startswith(str(cause)):
-                try:
-                    plain = type(cause)(*cause.args)
-                except Exception:  # an exception class with another constructor: keep Pyro's
-                    raise err from cause
-                raise plain.with_traceback(cause.__traceback__) from err
-            raise
 
     def step(self, batch: ViewBatch) -> ObjectiveOutput | None:
         """One optimiser step on this rank's ``batch``; ``None`` if the step was skipped.
@@ -518,9 +435,10 @@ class Trainer:
             else:
                 problem = local_problem
         else:
-            output.loss.backward()
-            self.dist.sum_gradients(self.model.parameters())
-            bad = nonfinite_gradients(list(self.model.named_parameters()))
+            if not output.backward_done:
+                output.loss.backward()
+            self.dist.sum_gradients(p for _, p in self.parameters)
+            bad = nonfinite_gradients(self.parameters)
             if bad:
                 more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
                 problem = (
@@ -689,7 +607,7 @@ class Trainer:
             seed, rank = self.config.seed, self.dist.rank
             generator.manual_seed(derive_seed(seed, "validation-augment", batches, rank))
             torch.manual_seed(derive_seed(seed, "validation-model", batches, rank))
-            images = _float_images(val.images[index].to(self.device), self.dtype)
+            images = float_images(val.images[index].to(self.device), self.dtype)
             views = self.augmenter(images, self.config.num_views, generator)
             output = self.evaluate(ViewBatch(views=views, index=index.to(self.device), num_items=count))
             for k, v in output.terms.items():
@@ -714,6 +632,8 @@ def train(
     *,
     data: DataSplits | None = None,
     model: SSLModel | None = None,
+    guide: Callable[..., Any] | None = None,
+    objective: Any = None,
 ) -> TrainResult:
     """Train the method ``config`` describes and return it with its history.
 
@@ -726,13 +646,17 @@ def train(
         data: data splits to use instead of loading ``config.data`` by name.
         model: a ready method (e.g. a SimVAE with a custom prior) instead of
             building ``config.model`` by name; pass the same one again to resume.
+        guide: a guide to train instead of the method's own (same arguments as its model).
+        objective: a Pyro ELBO instance (e.g. ``pyro.infer.RenyiELBO(alpha=0.5,
+            num_particles=4, max_plate_nesting=2)``) or a registered name instead of
+            ``config.objective``.
 
     Example:
         >>> from pssl.config import Config, Component
         >>> result = train(Config(model=Component("simvae"), data=Component("digits"), epochs=2))
         >>> z = result.model.encode(images)   # (B, latent_dim) encoder means
     """
-    return Trainer(config, data=data, model=model).fit()
+    return Trainer(config, data=data, model=model, guide=guide, objective=objective).fit()
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu", data: DataSplits | None = None) -> TrainResult:

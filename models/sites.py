@@ -27,3 +27,7 @@ ITEMS = "items"
 VIEWS = "views"
 ITEMS_DIM = -2
 VIEWS_DIM = -1
+
+MAX_PLATE_NESTING = 2
+"""How many plate dimensions the models use (``items`` and ``views``); an ELBO's
+``max_plate_nesting``, so particle and enumeration dimensions go to the left of them."""

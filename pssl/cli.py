@@ -34,6 +34,7 @@ PROBES = ("linear", "mlp", "knn", "cluster")
 def _registries() -> list[tuple[str, object]]:
     from pssl.augment import AUGMENTATIONS
     from pssl.data import DATASETS
+    from pssl.inference.objectives import OBJECTIVES
     from pssl.models import LIKELIHOODS, MODELS, PRIORS, VIEW_PRIORS
     from pssl.networks import DECODERS, ENCODERS
 
@@ -46,6 +47,7 @@ def _registries() -> list[tuple[str, object]]:
         ("encoders (encoder=NAME)", ENCODERS),
         ("decoders (decoder=NAME)", DECODERS),
         ("augmentation presets (augment=NAME)", AUGMENTATIONS),
+        ("objectives: Pyro ELBOs (objective=NAME, objective.OPTION=VALUE)", OBJECTIVES),
     ]
 
 

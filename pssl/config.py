@@ -76,6 +76,9 @@ class Config:
         likelihood: p(x | z).
         encoder, decoder: networks by name (default chosen from the image shape).
         augment: the view augmentation preset (default chosen from the data set).
+        objective: the Pyro ELBO the loop minimises (``trace``, ``tracegraph``, ``renyi``,
+            ``iwae``, ``tracemeanfield``, ``traceenum``), options e.g.
+            ``objective.num_particles=8 objective.vectorize_particles=true objective.alpha=0``.
         latent_dim: size of z (and y).
         num_views: J, augmented views per item.
         batch_size: items per step (each contributes ``num_views`` images).
@@ -104,6 +107,7 @@ class Config:
     encoder: Component | None = None
     decoder: Component | None = None
     augment: Component | None = None
+    objective: Component = field(default_factory=lambda: Component("trace"))
     latent_dim: int = 10
     num_views: int = 2
     batch_size: int = 64
@@ -149,7 +153,7 @@ class Config:
             )
         if not _is_number(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"weight_decay must be a non-negative finite number, got {self.weight_decay!r}")
-        for name in ("model", "data"):
+        for name in ("model", "data", "objective"):
             if not isinstance(getattr(self, name), Component):
                 raise ConfigError(
                     f"{name} must be a Component (a registered name and options), got {getattr(self, name)!r}"

@@ -1,0 +1,262 @@
+"""Assemble a run from its configuration: the one place that builds the parts.
+
+:func:`compose` turns a :class:`~pssl.config.Config` (plus anything a Python
+user hands in instead: data, a method, a guide, a Pyro ELBO) into
+:class:`RunParts`: the process group and device, the data, the resolved
+configuration, the method, the view augmenter, the objective and the
+optimiser. The training loop (:class:`pssl.inference.train.Trainer`) only
+receives these parts; it builds nothing.
+
+Order matters for reproducibility: everything random derives from
+``config.seed``, which is set once here before the method is built.
+
+Before anything is written, the objective traces the model and guide once on
+a batch of training views (:meth:`~pssl.inference.objectives.Objective.prepare`):
+a pair the objective cannot train as intended is refused there, with one line,
+and the parameters created with ``pyro.param``/``PyroParam`` inside the model
+or guide join the method's parameters in the optimiser (and in checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+
+from pssl.augment import ViewAugmenter, build_augmenter, default_preset
+from pssl.config import Component, Config
+from pssl.data import DataSplits, load_dataset
+from pssl.inference.distributed import (
+    DistributedContext,
+    convert_batchnorm,
+    count_batchnorm,
+    setup_distributed,
+)
+from pssl.inference.objectives import Objective, build_objective
+from pssl.models.base import ModelSpec, SSLModel, ViewBatch, build_model
+from pssl.models.build import default_components
+
+PROBE_SEED = 12345
+"""Seed of the augmentations of the batch on which the objective is checked before training."""
+
+
+@dataclass
+class RunParts:
+    """Everything one training run (one process of it) needs, built.
+
+    Attributes:
+        config: the resolved configuration (data-dependent defaults filled in).
+        data: the data splits.
+        model: the method, on ``dist.device``.
+        augmenter: makes ``J`` views of a batch of images.
+        objective: the Pyro ELBO over the model and guide, as a module.
+        optimizer: Adam over ``parameters``.
+        parameters: every trained tensor by name: the method's parameters under their
+            module names, and the Pyro param-store parameters its model or guide
+            create (``pyro.param``, ``PyroParam``) under ``pyro/<name>``.
+        pyro_params: those param-store parameters, ``{name: unconstrained tensor}``.
+        dist: the process group (one process: a no-op context) and device.
+        custom_model: the method was passed in rather than built by name.
+        custom_objective: the ELBO (or guide) was passed in rather than built by name.
+    """
+
+    config: Config
+    data: DataSplits
+    model: SSLModel
+    augmenter: ViewAugmenter
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    parameters: list[tuple[str, torch.Tensor]]
+    dist: DistributedContext
+    pyro_params: dict[str, torch.Tensor] = field(default_factory=dict)
+    custom_model: bool = False
+    custom_objective: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (and CUDA), numpy, Python and Pyro once, before the model is built."""
+    pyro.set_rng_seed(seed)  # seeds torch (and CUDA), numpy and random
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_config(config: Config, data: DataSplits) -> Config:
+    """Fill the components left as ``None`` with defaults that depend on the data.
+
+    Encoder/decoder follow the image shape, the likelihood the channels, the
+    augmentation preset the data set, the priors are Gaussian (the same defaults as
+    :func:`pssl.models.build_for_data`).
+    """
+    defaults = default_components(data.train.image_shape)
+    changes: dict[str, Any] = {k: v for k, v in defaults.items() if getattr(config, k) is None}
+    if config.augment is None:
+        # only looked up when needed: data passed from Python may have a name no preset knows
+        changes["augment"] = Component(default_preset(config.data.name))
+    return dataclasses.replace(config, **changes)
+
+
+def model_spec(config: Config, image_shape: tuple[int, int, int]) -> ModelSpec:
+    """The :class:`ModelSpec` a resolved config describes."""
+    return ModelSpec(
+        image_shape=tuple(image_shape),
+        latent_dim=config.latent_dim,
+        num_views=config.num_views,
+        encoder=config.encoder,
+        decoder=config.decoder,
+        prior=config.prior,
+        view_prior=config.view_prior,
+        likelihood=config.likelihood,
+    )
+
+
+def build_from_config(config: Config, image_shape: tuple[int, int, int]) -> SSLModel:
+    """Build the method a resolved config names (used by training and by loading a run)."""
+    return build_model(config.model.name, model_spec(config, image_shape), config.model.options)
+
+
+def float_images(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 ``0..255`` or float ``[0, 1]`` images as ``dtype`` in ``[0, 1]``."""
+    return images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
+
+
+def floating_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s floating-point parameters (float32 if it has none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def make_adam(parameters: list[torch.Tensor], **settings: float) -> torch.optim.Adam:
+    """Adam with torch's fused kernel where it has one for these parameters, else the default one.
+
+    The fused kernel updates each tensor in one pass instead of about six (on CPU measured
+    ~4 ms instead of ~38 ms per step for the reference MLP's 4.5M parameters); the
+    arithmetic is Adam's, equal to the default kernel up to float rounding.
+    """
+    if parameters and all(p.is_floating_point() for p in parameters):
+        try:
+            return torch.optim.Adam(parameters, fused=True, **settings)
+        except (RuntimeError, ValueError, TypeError):  # a device or dtype without the fused kernel
+            pass
+    return torch.optim.Adam(parameters, **settings)
+
+
+def check_training_data(model: SSLModel, data: Any, *, chunk: int = 4096, name: str) -> None:
+    """Let the method reject data outside its likelihood's support before any step."""
+    for start in range(0, len(data), chunk):
+        model.check_data(float_images(data.images[start : start + chunk]), name=name)
+
+
+def probe_batch(
+    data: DataSplits,
+    augmenter: ViewAugmenter,
+    num_views: int,
+    items: int,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> ViewBatch:
+    """Views of the first ``items`` training images (fixed augmentation seed) for the pre-training check."""
+    images = float_images(data.train.images[:items], dtype).to(device)
+    generator = torch.Generator(device=device).manual_seed(PROBE_SEED)
+    views = augmenter(images, num_views, generator)
+    return ViewBatch(views, torch.arange(items, device=device), len(data.train))
+
+
+def compose(
+    config: Config,
+    *,
+    data: DataSplits | None = None,
+    model: SSLModel | None = None,
+    guide: Callable[..., Any] | None = None,
+    objective: pyro.infer.ELBO | str | Component | None = None,
+    sync_batchnorm: bool = True,
+) -> RunParts:
+    """Build the parts of the run ``config`` describes.
+
+    Args:
+        config: the run configuration.
+        data: data splits to use instead of loading ``config.data`` by name.
+        model: a ready method instead of building ``config.model`` by name; its
+            floating dtype (e.g. float64) is the dtype of the views fed to it.
+        guide: a guide to train instead of the method's own (same arguments as
+            ``model.model``; e.g. a Pyro autoguide or a hand-written one with
+            ``pyro.param`` sites).
+        objective: a Pyro ELBO instance, or a registered name / component, instead
+            of ``config.objective``.
+        sync_batchnorm: with several processes, compute batch-norm statistics over
+            the global batch (see :func:`pssl.inference.distributed.convert_batchnorm`).
+
+    Raises:
+        ValueError: (including :class:`~pssl.config.ConfigError` and
+            :class:`~pssl.inference.objectives.ObjectiveError`) for a configuration
+            the data, the method or the objective cannot use; nothing is written.
+    """
+    dist = setup_distributed(config.device)
+    device = dist.device
+    seed_everything(config.seed)
+    if data is None:
+        data = load_dataset(config.data.name, config.data.options, seed=config.seed)
+    if len(data.train) == 0:
+        raise ValueError(f"data set {config.data.name!r} has no training items")
+    custom_objective = objective is not None and not isinstance(objective, (str, Component))
+    if isinstance(objective, (str, Component)):
+        config = dataclasses.replace(config, objective=Component.from_value(objective, where="objective"))
+    config = resolve_config(config, data)
+    elbo = objective if custom_objective else build_objective(config.objective.name, config.objective.options)
+    method = (model if model is not None else build_from_config(config, data.train.image_shape)).to(device)
+    if config.num_views < method.min_views:
+        raise ValueError(
+            f"model {config.model.name!r} needs num_views >= {method.min_views}, "
+            f"got num_views={config.num_views}"
+        )
+    check_training_data(method, data.train, name=f"data set {config.data.name!r}")
+    batch_items = min(config.batch_size, len(data.train))
+    dist.check_batch(batch_items)
+    if dist.enabled and sync_batchnorm and count_batchnorm(method):
+        method = convert_batchnorm(method, device)
+    augmenter = build_augmenter(config.augment.name, data.train.image_shape, config.augment.options)
+    loss = Objective(method, elbo, guide=guide)
+    dtype = floating_dtype(method)
+    probe = probe_batch(
+        data, augmenter, config.num_views, batch_items // dist.world_size, dtype=dtype, device=device
+    )
+    pyro_params = loss.prepare(probe)
+    named = [(n, p) for n, p in method.named_parameters() if p.requires_grad]
+    named += [(f"pyro/{n}", p) for n, p in pyro_params.items()]
+    optimizer = make_adam(
+        [p for _, p in named], lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay
+    )
+    return RunParts(
+        config=config,
+        data=data,
+        model=method,
+        augmenter=augmenter,
+        objective=loss,
+        optimizer=optimizer,
+        parameters=named,
+        dist=dist,
+        pyro_params=pyro_params,
+        custom_model=model is not None,
+        custom_objective=custom_objective or guide is not None,
+    )
+
+
+__all__ = [
+    "RunParts",
+    "build_from_config",
+    "check_training_data",
+    "compose",
+    "float_images",
+    "floating_dtype",
+    "make_adam",
+    "model_spec",
+    "probe_batch",
+    "resolve_config",
+    "seed_everything",
+]
