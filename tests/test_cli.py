@@ -63,7 +63,8 @@ def test_train_smoke_every_model(tmp_path: Path, model: str, capsys) -> None:
     code = main(["train", f"model={model}", f"data={paired_data(model)}", f"out={out}", *TINY, *extra])
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= metrics["content"]["linear"]["accuracy"] <= 1.0
+    # chance is 0.1 (10 classes); at this budget every method measured 0.45-0.54
+    assert metrics["content"]["linear"]["accuracy"] > 0.25
     for name in ("config.json", "history.csv", "epochs.csv", "metrics.json"):
         assert (out / name).is_file(), name
     if MODELS.entry(model) and model in ("simvae", "vae"):

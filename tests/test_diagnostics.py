@@ -100,7 +100,7 @@ class LinearEncoder(nn.Module):
         return loc, self.scale.expand_as(loc)
 
 
-def make_model() -> SimVAE:
+def make_model(y_guide: str = "exact") -> SimVAE:
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(D, LATENT, generator=gen)
     bias = torch.randn(D, generator=gen)
@@ -112,7 +112,7 @@ def make_model() -> SimVAE:
         GaussianPrior(LATENT, scale=PRIOR_SCALE),
         GaussianViewPrior(LATENT, scale=VIEW_SCALE),
         GaussianLikelihood(std=NOISE, link="identity", scale=50.0),  # tempering must not enter log p(x)
-        y_guide="exact",
+        y_guide=y_guide,
         beta=0.3,  # nor must beta
     )
     return model.double()
@@ -238,7 +238,7 @@ def test_over_narrow_guide_has_large_khat() -> None:
     assert summary["ess_fraction_mean"] < 0.2
 
 
-def test_simvae_amortised_guide_log_weights_match_independent_computation() -> None:
+def test_simvae_exact_y_guide_log_weights_match_independent_computation() -> None:
     model = make_model()
     views = sample_data(model, 5)
     samples = importance_sample(model, views, num_samples=4, seed=3)
@@ -258,6 +258,34 @@ def test_simvae_amortised_guide_log_weights_match_independent_computation() -> N
     log_q_y = dist.Normal(post_mean, precision**-0.5).log_prob(y).sum(-1)
     # z and y were stored in float32.
     torch.testing.assert_close(samples.log_weights, log_p - log_q_z - log_q_y, rtol=1e-5, atol=1e-4)
+
+
+def test_simvae_amortised_y_guide_log_weights_match_independent_computation() -> None:
+    """The learned q(y | z_1..J) enters the weight, not the exact conjugate posterior."""
+    model = make_model(y_guide="amortised")
+    assert model.content_guide is not None
+    with torch.no_grad():  # away from its zero initialisation, so it differs from any closed form
+        generator = torch.Generator().manual_seed(5)
+        for parameter in model.content_guide.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * 0.3)
+    views = sample_data(model, 5)
+    samples = importance_sample(model, views, num_samples=4, seed=3)
+    z, y = samples.latents["z"].double(), samples.latents["y"].double()
+    loc, scale = model.encoder(views)
+    W, b = model.decoder.weight, model.decoder.bias
+    log_p = (
+        dist.Normal(0.0, PRIOR_SCALE).log_prob(y).sum(-1)
+        + dist.Normal(y[:, :, None], VIEW_SCALE).log_prob(z).sum((-1, -2))
+        + dist.Normal(z @ W.T + b, NOISE).log_prob(views.reshape(5, NUM_VIEWS, D)).sum((-1, -2))
+    )
+    log_q_z = dist.Normal(loc, scale).log_prob(z).sum((-1, -2))
+    with torch.no_grad():
+        mean, std = model.content_guide(z)
+    log_q_y = dist.Normal(mean.squeeze(-2), std.squeeze(-2)).log_prob(y).sum(-1)
+    torch.testing.assert_close(samples.log_weights, log_p - log_q_z - log_q_y, rtol=1e-5, atol=1e-4)
+    precision = 1 / PRIOR_SCALE**2 + NUM_VIEWS / VIEW_SCALE**2
+    exact = dist.Normal((NUM_VIEWS / VIEW_SCALE**2) / precision * z.mean(-2), precision**-0.5)
+    assert not torch.allclose(log_q_y, exact.log_prob(y).sum(-1), atol=1e-2), "the exact guide was used"
 
 
 def test_chunking_does_not_change_the_draws_statistics() -> None:

@@ -560,7 +560,8 @@ def test_evaluate_content_end_to_end() -> None:
     for probe in ("linear", "mlp", "knn"):
         assert 0.9 <= result[probe]["accuracy"] <= 1.0, probe
         assert result[probe]["selected"]
-    assert 0.0 <= result["cluster"]["accuracy"] <= 1.0
+    # GMM on separable clusters: measured accuracy 0.69, NMI 0.59 (chance: about 1 / classes, NMI 0)
+    assert result["cluster"]["accuracy"] > 0.5 and result["cluster"]["nmi"] > 0.3
     json.dumps(result)
     only = evaluate_content(LinearEncoder(16, 6), splits, probes=("linear",))
     assert set(only) == {"linear"}

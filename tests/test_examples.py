@@ -24,7 +24,7 @@ def test_train_digits_example(tmp_path: Path, capsys) -> None:
     )
     out = capsys.readouterr().out
     assert "encoder means of 4 test images: (4, 10)" in out
-    assert 0.0 <= accuracy <= 1.0
+    assert accuracy > 0.25  # chance is 0.1; measured 0.45 at this budget (1 epoch, 128 items)
 
 
 def test_style_vs_content_example(tmp_path: Path, capsys) -> None:

@@ -29,5 +29,5 @@ def test_custom_prior_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "y-guide chosen: amortised" in out
     assert "encoder means of 4 test images: (4, 3)" in out
-    assert 0.0 <= accuracy <= 1.0
+    assert accuracy > 0.15  # chance is 0.1; measured 0.22 at this budget (1 epoch, 128 items, 3-d latent)
     assert (tmp_path / "run" / "config.json").is_file()
