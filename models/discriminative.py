@@ -51,6 +51,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pssl.checks import positive_number
 from pssl.models import sites
 from pssl.models.base import ModelSpec, SSLModel, ViewBatch
 from pssl.networks import ProjectionHead, build_encoder
@@ -68,9 +69,7 @@ def check_representation(representation: str) -> str:
 
 def check_positive(name: str, value: float) -> float:
     """Return ``value`` as a float if it is a positive finite number, else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+    return positive_number(value, name)
 
 
 def check_min_items(model_name: str, batch: ViewBatch, minimum: int, why: str, processes: int = 1) -> None:

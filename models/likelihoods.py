@@ -47,6 +47,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch import nn
 
+from pssl.checks import positive_number
 from pssl.registry import Registry
 
 LIKELIHOODS: Registry[Likelihood] = Registry("likelihood")
@@ -62,14 +63,7 @@ GRID_TOLERANCE = 1e-3
 
 
 def _check_positive(value: float, where: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not value > 0
-        or not math.isfinite(value)
-    ):
-        raise ValueError(f"{where} must be a positive finite number, got {value!r}")
-    return float(value)
+    return positive_number(value, where)
 
 
 class Likelihood(nn.Module):

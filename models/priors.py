@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import nn
 
+from pssl.checks import positive_int, positive_number
 from pssl.registry import Entry, Registry
 
 PRIORS: Registry[LatentPrior] = Registry("prior")
@@ -53,20 +54,11 @@ REFERENCE_VIEW_VARIANCE = 0.15
 
 
 def _check_positive(value: float, where: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not value > 0
-        or not math.isfinite(value)
-    ):
-        raise ValueError(f"{where} must be a positive finite number, got {value!r}")
-    return float(value)
+    return positive_number(value, where)
 
 
 def _check_count(value: int, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where} must be a positive integer, got {value!r}")
-    return value
+    return positive_int(value, where)
 
 
 class LatentPrior(nn.Module):

@@ -18,8 +18,8 @@ transforms and resamples once, so a crop followed by flips costs one
 ``grid_sample`` for the whole batch.
 
 :class:`ViewAugmenter` turns one transform into a view generator: images
-``(B, C, H, W)`` become ``J`` independent views ``(B, J, C, H, W)`` (the layout
-of :mod:`pssl.layout`). Named presets (the augmentations of the reference
+``(B, C, H, W)`` become ``J`` independent views ``(B, J, C, H, W)`` (the view layout
+of :mod:`pssl.models.sites`). Named presets (the augmentations of the reference
 setup, SimCLR's, ...) live in the :data:`AUGMENTATIONS` registry; which one a
 data set uses by default is the data set's own declaration
 (:mod:`pssl.datasets.descriptor`), not a table here.

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pssl.checks import positive_int
 from pssl.registry import Registry
 
 __all__ = [
@@ -75,9 +76,7 @@ def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def _check_positive_int(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return value
+    return positive_int(value, name)
 
 
 def _check_sizes(name: str, values: Sequence[int], *, allow_empty: bool) -> tuple[int, ...]:

@@ -3,7 +3,7 @@
 A data set is held in memory as one :class:`TensorData` per split: ``uint8``
 images of shape ``(N, C, H, W)``, ``int64`` content labels of shape ``(N,)`` and
 optional named style factors, each of shape ``(N,)``. Models receive floats in
-``[0, 1]`` (see :mod:`pssl.layout`) through :meth:`TensorData.float_images`.
+``[0, 1]`` (:func:`as_float_images`, the one conversion pssl uses) through :meth:`TensorData.float_images`.
 
 Randomness: every registered factory takes the framework-supplied ``seed``,
 which selects the validation split carved from the training items. Anything

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pssl.checks import int_at_least
 from pssl.diagnostics.elpd import ESTIMATOR
 from pssl.diagnostics.importance import (
     ACTIVE_UNIT_THRESHOLD,
@@ -461,8 +462,7 @@ def diagnose_run(
     Returns:
         The dict written to ``RUN_DIR/diagnostics.json``.
     """
-    if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 2:
-        raise ValueError(f"max_items must be an integer >= 2, got {max_items!r}")
+    int_at_least(max_items, "max_items", 2)
     read_run_config(run_dir)  # a folder that is not a run: one line, nothing created
     with claim(run_dir, create=False):
         return _diagnose_claimed_run(

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pssl.checks import positive_int, positive_number  # noqa: F401  (re-exported to the probes)
 from pssl.registry import Registry
 
 __all__ = [
@@ -223,25 +224,6 @@ def r2_score(pred: np.ndarray, y: np.ndarray) -> float | None:
 def better(value: float | None, best: float | None) -> bool:
     """``value`` strictly above ``best`` (``None`` is below everything)."""
     return value is not None and (best is None or value > best)
-
-
-def positive_int(value: Any, name: str) -> int:
-    """``value`` if it is a positive ``int``, else raise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def positive_number(value: Any, name: str) -> float:
-    """``value`` if it is a positive finite number, else raise."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def positive_grid(values: Any, name: str) -> tuple[float, ...]:
