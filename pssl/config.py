@@ -16,6 +16,11 @@ Command-line overrides::
 changes); ``section.option=value`` sets one of its options; ``field=value`` sets
 a plain field. Anything else raises :class:`ConfigError` naming the token and
 the accepted keys.
+
+An option may be set on a component the run leaves to the data
+(``likelihood.scale=99.5`` without ``likelihood=``): the component keeps no name
+(``Component(None, {"scale": "99.5"})``) until the data set's default fills it in
+(:meth:`Config.with_defaults`), and the option applies to that default.
 """
 
 from __future__ import annotations
@@ -39,9 +44,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class Component:
-    """A component chosen by registered ``name`` with user ``options``."""
+    """A component chosen by registered ``name`` with user ``options``.
 
-    name: str
+    ``name=None`` (only for components the data may choose) means "the data set's
+    default, with these options".
+    """
+
+    name: str | None
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,16 +58,23 @@ class Component:
 
     @classmethod
     def from_value(cls, value: Any, *, where: str) -> Component:
-        """Read a component from a name or a ``{"name": ..., "options": {...}}`` dict."""
+        """Read a component from a name or a ``{"name": ..., "options": {...}}`` dict.
+
+        A dict whose ``name`` is missing or null keeps its options for the default
+        the data chooses.
+        """
         if isinstance(value, Component):
             return Component(value.name, dict(value.options))
         if isinstance(value, str):
             return cls(value)
-        if isinstance(value, dict) and isinstance(value.get("name"), str):
+        if isinstance(value, dict) and (value.get("name") is None or isinstance(value.get("name"), str)):
+            unknown = sorted(set(value) - {"name", "options"})
+            if unknown:
+                raise ConfigError(f"{where} has unknown keys {unknown}; a component has 'name' and 'options'")
             options = value.get("options", {})
             if not isinstance(options, dict):
                 raise ConfigError(f"{where}.options must be a mapping, got {options!r}")
-            return cls(value["name"], dict(options))
+            return cls(value.get("name"), dict(options))
         raise ConfigError(f"{where} must be a name or {{'name': ..., 'options': {{...}}}}, got {value!r}")
 
 
@@ -154,14 +170,45 @@ class Config:
         if not _is_number(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"weight_decay must be a non-negative finite number, got {self.weight_decay!r}")
         for name in ("model", "data", "objective"):
-            if not isinstance(getattr(self, name), Component):
+            value = getattr(self, name)
+            if not isinstance(value, Component) or not isinstance(value.name, str):
                 raise ConfigError(
-                    f"{name} must be a Component (a registered name and options), got {getattr(self, name)!r}"
+                    f"{name} must be a Component (a registered name and options), got {value!r}"
                 )
         if self.nonfinite not in ("stop", "skip"):
             raise ConfigError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+    def with_defaults(self, defaults: dict[str, str]) -> Config:
+        """A copy with the components the user left to the data filled from ``defaults``.
+
+        Args:
+            defaults: component key -> registered name (e.g. a data set's
+                ``DatasetDefaults.components()`` plus shape-based choices). A
+                component that is ``None`` becomes ``Component(name)``; one with
+                options but no name (``likelihood.scale=99.5`` alone) gets the name
+                and keeps its options. Components the user named are untouched.
+
+        Raises:
+            ConfigError: for a key that is not an optional component.
+        """
+        changes: dict[str, Component] = {}
+        for key, name in defaults.items():
+            if key not in OPTIONAL_COMPONENT_KEYS:
+                raise ConfigError(f"no default can be given for {key!r}; accepted: {OPTIONAL_COMPONENT_KEYS}")
+            current = getattr(self, key)
+            if current is None:
+                changes[key] = Component(name)
+            elif current.name is None:
+                changes[key] = Component(name, dict(current.options))
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def unresolved(self) -> list[str]:
+        """Components still chosen by the data (``None`` or without a name)."""
+        return [
+            k for k in OPTIONAL_COMPONENT_KEYS if getattr(self, k) is None or getattr(self, k).name is None
+        ]
 
     # --- plain-data round trip -------------------------------------------------------------
 
@@ -264,10 +311,10 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
         if dot:
             component = values[head]
             if component is None:
-                raise ConfigError(
-                    f"{key}: choose the {head} first (e.g. {head}=NAME {key}={value}); "
-                    f"until then the {head} is chosen from the data"
-                )
+                if head not in OPTIONAL_COMPONENT_KEYS:
+                    raise ConfigError(f"{key}: choose the {head} first ({head}=NAME {key}={value})")
+                # an option for the component the data will choose (checked once it is chosen)
+                component = values[head] = Component(None)
             component.options[option] = value
         elif head in COMPONENT_KEYS:
             if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "auto")):
@@ -279,9 +326,13 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
                 values[head] = None
                 continue
             new = Component.from_value(value, where=head)
+            if new.name is None and head not in OPTIONAL_COMPONENT_KEYS:
+                raise ConfigError(f"{head} needs a registered name ({head}=NAME; `pssl list` shows them)")
             old = values[head]
-            if isinstance(value, str) and old is not None and old.name == new.name:
-                new.options = old.options  # re-naming the same component keeps its options
+            if isinstance(value, str) and old is not None and old.name in (new.name, None):
+                # re-naming the same component keeps its options, and so does naming one whose
+                # options were given before its name (likelihood.scale=2 likelihood=laplace)
+                new.options = old.options
             values[head] = new
         else:
             try:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pssl.augment import AUGMENTATIONS, build_augmenter, default_preset
+from pssl.config import Component, Config, apply_overrides, parse_overrides
 from pssl.data import DATASETS, load_dataset, write_idx
 from pssl.datasets import (
     DatasetDefaults,
@@ -93,6 +94,22 @@ def test_a_data_set_registered_in_one_file_brings_its_defaults(tiny_dataset: str
     }
     assert load_dataset(tiny_dataset).name == tiny_dataset
     assert default_preset(tiny_dataset) == "none"
+
+
+def test_option_without_its_component_is_kept_for_the_default() -> None:
+    """``likelihood.scale=99.5`` alone: the data set's likelihood, with that scale."""
+    config = apply_overrides(Config(), parse_overrides(["data=fashionmnist", "likelihood.scale=99.5"]))
+    assert config.likelihood == Component(None, {"scale": "99.5"})
+    assert Config.from_dict(config.to_dict()) == config
+    filled = config.with_defaults(dataset_defaults("fashionmnist").components())
+    assert filled.likelihood == Component("bernoulli", {"scale": "99.5"})
+    assert filled.augment == Component("mnist")
+    named_later = apply_overrides(config, {"likelihood": "laplace"})
+    assert named_later.likelihood == Component("laplace", {"scale": "99.5"})
+    chosen = apply_overrides(Config(likelihood=Component("gaussian")), {"likelihood.scale": "2"})
+    assert chosen.with_defaults({"likelihood": "bernoulli"}).likelihood == Component(
+        "gaussian", {"scale": "2"}
+    )
 
 
 # --------------------------------------------------------------------------- evaluation images

@@ -102,7 +102,6 @@ def test_renaming_a_component_clears_its_options_but_same_name_keeps_them() -> N
         (["epochs=ten"], "expected an integer"),
         (["epochs=-1"], "non-negative"),
         (["batch_size=0"], "positive integer"),
-        (["prior.scale=2"], "choose the prior first"),
         (["nonfinite=ignore"], "'stop' or 'skip'"),
     ],
 )

@@ -101,7 +101,11 @@ NEW_RUN_CASES = [
     ),
     ("unknown key", ["nosuch=1"], "unknown override key 'nosuch' in 'nosuch=1'; accepted keys:"),
     ("malformed override", ["epochs"], "malformed override 'epochs': expected key=value"),
-    ("option before its component", ["prior.scale=2"], "prior.scale: choose the prior first"),
+    (
+        "option the data's default lacks",
+        ["likelihood.nosuch=1"],
+        "likelihood 'bernoulli' has no option 'nosuch'; accepted: scale",
+    ),
     ("wrong type (field)", ["epochs=ten"], "epochs: expected an integer, got 'ten'"),
     (
         "wrong type (option)",
