@@ -29,9 +29,10 @@ import numpy as np
 import pyro
 import torch
 
-from pssl.augment import ViewAugmenter, build_augmenter, default_preset
+from pssl.augment import ViewAugmenter, build_augmenter
 from pssl.config import Component, Config
 from pssl.data import DataSplits, load_dataset
+from pssl.datasets import dataset_defaults
 from pssl.inference.distributed import (
     DistributedContext,
     convert_batchnorm,
@@ -88,18 +89,28 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_config(config: Config, data: DataSplits) -> Config:
-    """Fill the components left as ``None`` with defaults that depend on the data.
+    """Fill the components the user left to the data with the data set's declared defaults.
 
-    Encoder/decoder follow the image shape, the likelihood the channels, the
-    augmentation preset the data set, the priors are Gaussian (the same defaults as
-    :func:`pssl.models.build_for_data`).
+    The data set's :class:`~pssl.datasets.DatasetDefaults` (looked up by
+    ``config.data.name``) name the augmentation preset, likelihood and networks;
+    what it leaves open follows the image shape (the same defaults as
+    :func:`pssl.models.build_for_data`); the priors are Gaussian. A component given
+    only options (``likelihood.scale=99.5``) gets the default's name and keeps them.
+
+    Raises:
+        ValueError: when the augmentation is left unset for data whose name no
+            registered data set has (data passed from Python), naming the way out.
     """
-    defaults = default_components(data.train.image_shape)
-    changes: dict[str, Any] = {k: v for k, v in defaults.items() if getattr(config, k) is None}
-    if config.augment is None:
-        # only looked up when needed: data passed from Python may have a name no preset knows
-        changes["augment"] = Component(default_preset(config.data.name))
-    return dataclasses.replace(config, **changes)
+    names = {key: component.name for key, component in default_components(data.train.image_shape).items()}
+    declared = dataset_defaults(config.data.name)
+    if declared is not None:
+        names.update(declared.components())
+    elif config.augment is None or config.augment.name is None:
+        raise ValueError(
+            f"data {config.data.name!r} is not a registered data set, so it declares no augmentation; "
+            "choose one with augment=NAME (`pssl list` shows the presets)"
+        )
+    return config.with_defaults(names)
 
 
 def model_spec(config: Config, image_shape: tuple[int, int, int]) -> ModelSpec:

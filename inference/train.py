@@ -46,8 +46,10 @@ from typing import Any
 
 import torch
 
+from pssl.augment import build_augmenter
 from pssl.config import Config
 from pssl.data import DataSplits, load_dataset
+from pssl.datasets import evaluation_splits
 from pssl.inference.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -99,7 +101,11 @@ class TrainResult:
     Attributes:
         model: the trained method (in eval mode).
         config: the resolved configuration.
-        data: the data splits used.
+        data: the data splits as evaluation reads them: the training data, with the
+            images passed through the deterministic pixel-wise step that ends the
+            views' augmentation when there is one (binarised when the views were,
+            :func:`pssl.datasets.evaluation_splits`), so probes, diagnostics and
+            figures see the kind of data the method was trained on.
         run_dir: where config, history and checkpoints were written.
         history: logged rows (step, epoch, terms in nats per item, ...).
         epochs: per-epoch rows (mean training terms, validation terms, seconds, images per second).
@@ -481,7 +487,7 @@ class Trainer:
         return TrainResult(
             model=self.model,
             config=self.config,
-            data=self.data,
+            data=evaluation_splits(self.data, self.augmenter),
             run_dir=self.run_dir,
             history=self.history,
             epochs=self.epoch_rows,
@@ -684,6 +690,9 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", data: DataSplits | Non
     if data is None:
         data = load_dataset(config.data.name, config.data.options, seed=config.seed)
     model = build_from_config(config, data.train.image_shape)
+    augment = config.augment
+    if augment is not None and augment.name is not None:
+        data = evaluation_splits(data, build_augmenter(augment.name, data.train.image_shape, augment.options))
     state = load_checkpoint(latest, map_location=device)
     if state.get("model_name") != config.model.name:
         raise CheckpointError(

@@ -1100,22 +1100,3 @@ def build_augmenter(
         raise ValueError(f"image_shape must be three positive ints (C, H, W), got {image_shape!r}")
     return AUGMENTATIONS.build(preset, options, image_shape=shape)
 
-
-def default_preset(dataset_name: str) -> str:
-    """The augmentation preset data set ``dataset_name`` declares (its :class:`DatasetDefaults`).
-
-    Kept for callers that predate data-set descriptors; the run composition reads
-    :func:`pssl.datasets.dataset_defaults` directly.
-
-    Raises:
-        ValueError: for a name no registered data set has (naming the registered ones).
-    """
-    from pssl.datasets import DATASETS, dataset_defaults
-
-    defaults = dataset_defaults(dataset_name)
-    if defaults is None:
-        raise ValueError(
-            f"no default augmentation preset for data set {dataset_name!r} (not a registered data set: "
-            f"{', '.join(DATASETS.names())}); choose one with augment=NAME"
-        )
-    return defaults.augment

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pssl.augment import AUGMENTATIONS, build_augmenter, default_preset
+from pssl.augment import AUGMENTATIONS, build_augmenter
 from pssl.config import Component, Config, apply_overrides, parse_overrides
 from pssl.data import DATASETS, load_dataset, write_idx
 from pssl.datasets import (
@@ -20,8 +21,11 @@ from pssl.datasets import (
     evaluation_splits,
 )
 from pssl.datasets.descriptor import register_dataset
+from pssl.inference.compose import resolve_config
+from pssl.inference.train import load_run, train
 from pssl.models import LIKELIHOODS
 from pssl.networks import DECODERS, ENCODERS
+from pssl.recipes import config_from_tokens
 
 EXPECTED_PRESETS = {
     "digits": "digits",
@@ -49,13 +53,36 @@ def test_every_registered_data_set_declares_defaults_that_exist() -> None:
 @pytest.mark.parametrize(("dataset", "preset"), sorted(EXPECTED_PRESETS.items()))
 def test_default_presets(dataset: str, preset: str) -> None:
     assert dataset_defaults(dataset).augment == preset
-    assert default_preset(dataset) == preset
 
 
 def test_unknown_data_set_has_no_defaults() -> None:
+    """Data passed from Python under a name no data set has: the run must name its augmentation."""
     assert dataset_defaults("imagenet") is None
-    with pytest.raises(ValueError, match="not a registered data set: .*mnist.*augment=NAME"):
-        default_preset("imagenet")
+    images = torch.randint(0, 256, (4, 1, 6, 6), dtype=torch.uint8)
+    part = TensorData(images, torch.arange(4) % 2)
+    splits = DataSplits(part, part, part, name="imagenet")
+    with pytest.raises(ValueError, match="'imagenet' is not a registered data set.*augment=NAME"):
+        resolve_config(Config(data=Component("imagenet")), splits)
+    resolved = resolve_config(Config(data=Component("imagenet"), augment=Component("none")), splits)
+    assert (resolved.likelihood, resolved.encoder, resolved.decoder) == (
+        Component("bernoulli"),
+        Component("mlp"),
+        Component("mlp"),
+    )
+
+
+def test_resolution_follows_the_data_sets_declaration_and_keeps_given_options() -> None:
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    part = TensorData(images, torch.arange(4) % 2)
+    splits = DataSplits(part, part, part, name="cifar10")
+    tokens = ["data=cifar10", "likelihood.scale=2", "encoder=resnet18-half", "decoder.channels=8,8,8"]
+    resolved = resolve_config(apply_overrides(Config(), parse_overrides(tokens)), splits)
+    assert resolved.likelihood == Component("gaussian", {"scale": "2"})
+    assert resolved.encoder == Component("resnet18-half")
+    assert resolved.decoder == Component("resnet", {"channels": "8,8,8"})
+    assert resolved.augment == Component("cifar")
+    assert (resolved.prior, resolved.view_prior) == (Component("gaussian"), Component("gaussian"))
+    assert resolved.unresolved() == []
 
 
 def test_bad_descriptors_are_refused() -> None:
@@ -93,7 +120,14 @@ def test_a_data_set_registered_in_one_file_brings_its_defaults(tiny_dataset: str
         "encoder": "conv",
     }
     assert load_dataset(tiny_dataset).name == tiny_dataset
-    assert default_preset(tiny_dataset) == "none"
+    splits = load_dataset(tiny_dataset)
+    resolved = resolve_config(Config(data=Component(tiny_dataset)), splits)
+    assert (resolved.augment, resolved.likelihood, resolved.encoder) == (
+        Component("none"),
+        Component("continuous-bernoulli"),
+        Component("conv"),
+    )
+    assert resolved.decoder == Component("mlp")  # left to the image shape (grey 4x4)
 
 
 def test_option_without_its_component_is_kept_for_the_default() -> None:
@@ -176,3 +210,50 @@ def test_real_mnist_evaluation_images_are_binarised_like_its_views(mnist_root: P
     assert evaluated.test.images.float().div(255).mean() == pytest.approx(
         (splits.test.images.float() / 255 > 0.5).float().mean()
     )
+
+
+@pytest.mark.parametrize("augment", [None, "mnist-binary", "mnist"])
+def test_a_trained_mnist_run_is_evaluated_on_images_like_its_views(
+    mnist_root: Path, tmp_path: Path, augment: str | None
+) -> None:
+    """``train`` and ``load_run`` hand evaluation binarised MNIST exactly when the views were binarised."""
+    tokens = [
+        "model=vae",
+        "data=mnist",
+        f"data.root={mnist_root}",
+        "data.limit=64",
+        "data.val_fraction=0.25",
+        "encoder.hidden=16",
+        "decoder.hidden=16",
+        "epochs=1",
+        "batch_size=16",
+        f"out={tmp_path / 'run'}",
+        "progress=false",
+    ]
+    if augment is not None:
+        tokens.append(f"augment={augment}")
+    result = train(config_from_tokens(tokens))
+    views_binary = result.config.augment.name == "mnist-binary"
+    assert views_binary == (augment in (None, "mnist-binary"))  # the default binarises, as the reference
+    assert (grey_fraction(result.data) == 0.0) == views_binary
+    assert result.data.train.images.shape == (48, 1, 28, 28)
+    loaded = load_run(tmp_path / "run")
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(loaded.data, split).images, getattr(result.data, split).images)
+
+
+def test_likelihood_scale_alone_trains_with_the_data_sets_likelihood(tmp_path: Path) -> None:
+    """The one-line reproduction a user tries first: ``likelihood.scale=...`` without ``likelihood=``."""
+    tokens = [
+        "data=digits",
+        "data.limit=64",
+        "likelihood.scale=2.5",
+        "encoder.hidden=16",
+        "decoder.hidden=16",
+    ]
+    tokens += ["epochs=1", "batch_size=16", f"out={tmp_path / 'run'}", "progress=false"]
+    result = train(config_from_tokens(tokens))
+    assert result.config.likelihood == Component("bernoulli", {"scale": "2.5"})
+    assert result.model.likelihood.scale == 2.5
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["likelihood"]["name"] == "bernoulli"

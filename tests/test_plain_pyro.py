@@ -14,9 +14,10 @@ import pytest
 import torch
 from pyro.infer import SVI, JitTrace_ELBO, Predictive, Trace_ELBO
 
-from pssl.augment import build_augmenter, default_preset
+from pssl.augment import build_augmenter
 from pssl.config import Component
 from pssl.data import load_dataset
+from pssl.datasets import dataset_defaults
 from pssl.models import MODELS, SSLModel, ViewBatch, build_for_data
 
 SMALL = {"encoder": Component("mlp", {"hidden": (32,)}), "decoder": Component("mlp", {"hidden": (32,)})}
@@ -49,7 +50,7 @@ def fresh_param_store():
 
 def views_for(data, seed: int = 0) -> torch.Tensor:
     images = data.train.float_images()[:ITEMS]
-    augmenter = build_augmenter(default_preset(data.name), data.train.image_shape, {})
+    augmenter = build_augmenter(dataset_defaults(data.name).augment, data.train.image_shape, {})
     return augmenter(images, 2, torch.Generator().manual_seed(seed))
 
 
