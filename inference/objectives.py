@@ -551,6 +551,12 @@ class Objective(nn.Module):
             raise TypeError(
                 f"objective must be a pyro.infer ELBO instance or a registered name, got {elbo!r}"
             )
+        if type(elbo).__name__.startswith("Jit"):
+            raise ObjectiveError(
+                f"{type(elbo).__name__} compiles the ELBO for fixed tensor arguments, for plain "
+                "pyro.infer.SVI on model(views, index, num_items=N); the training loop takes the "
+                f"non-compiled ELBO ({type(elbo).__name__[3:]})"
+            )
         self.method = method
         self.custom_guide = guide
         self.elbo = copy.copy(elbo)

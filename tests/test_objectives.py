@@ -191,6 +191,11 @@ def test_cli_refuses_an_invalid_pair_with_exit_code_2(tmp_path: Path, capsys) ->
     assert not out.exists()
 
 
+def test_a_jit_elbo_is_refused_by_the_trainer_with_its_plain_counterpart(tmp_path: Path, digits) -> None:
+    with pytest.raises(ObjectiveError, match="Trace_ELBO"):
+        compose(small_config(tmp_path / "run"), data=digits["digits"], objective=pyro.infer.JitTrace_ELBO())
+
+
 def test_cli_rejects_unknown_objectives_and_options(tmp_path: Path, capsys) -> None:
     assert main(["train", "objective=elbo2", f"out={tmp_path / 'a'}"]) == 2
     assert "accepted: trace, tracegraph, renyi, iwae, tracemeanfield, traceenum" in capsys.readouterr().err
