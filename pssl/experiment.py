@@ -110,7 +110,7 @@ def finish_run(
     if finished:
         target = run_dir / "metrics.json"
         write_json(target, metrics)
-        write_figures(result)
+        write_figures(result, label=label)
     else:
         target = run_dir / f"metrics-step{metrics['training']['steps']:09d}.json"
         logger.warning(
@@ -219,10 +219,21 @@ def validation_bits_per_dim(
         return None
 
 
-def write_figures(result: TrainResult, *, count: int = 10) -> list[Path]:
-    """Loss curves for every method; reconstructions and prior samples for generative ones."""
+def write_figures(result: TrainResult, *, count: int = 10, label: dict[str, Any] | None = None) -> list[Path]:
+    """Loss curves for every method; reconstructions and prior samples for generative ones.
+
+    The training loop logs every method's summed objective as ``elbo``; the loss-curve panel
+    is titled by what it is (``label``, see :func:`training_objective_label`).
+    """
     written: list[Path] = []
-    curves = loss_curves(result.history, result.run_dir / "loss_curves.png", title=result.config.model.name)
+    label = label or training_objective_label(result)
+    summed = "elbo (bound on log p(x))" if label["is_bound"] else f"{label['name']} (not a bound on log p(x))"
+    curves = loss_curves(
+        result.history,
+        result.run_dir / "loss_curves.png",
+        title=result.config.model.name,
+        labels={"elbo": summed},
+    )
     if curves is not None:
         written.append(curves)
     model = result.model

@@ -50,8 +50,17 @@ def image_grid(rows: list[torch.Tensor], path: str | Path, *, row_titles: list[s
     return path
 
 
-def loss_curves(history: list[dict[str, float]], path: str | Path, *, title: str = "") -> Path | None:
-    """Plot every logged term (nats per item) against the step; ``None`` if nothing was logged."""
+def loss_curves(
+    history: list[dict[str, float]],
+    path: str | Path,
+    *,
+    title: str = "",
+    labels: dict[str, str] | None = None,
+) -> Path | None:
+    """Plot every logged term (nats per item) against the step; ``None`` if nothing was logged.
+
+    ``labels`` gives a panel title per term name (e.g. what the summed ``elbo`` term really is).
+    """
     if not history:
         return None
     plt = _pyplot()
@@ -60,7 +69,7 @@ def loss_curves(history: list[dict[str, float]], path: str | Path, *, title: str
     steps = [row["step"] for row in history]
     for ax, key in zip(axes[0], keys):
         ax.plot(steps, [row.get(key, float("nan")) for row in history])
-        ax.set_title(key, fontsize=9)
+        ax.set_title((labels or {}).get(key, key), fontsize=9)
         ax.set_xlabel("step", fontsize=8)
     fig.suptitle(title + " (nats per item)", fontsize=9)
     fig.tight_layout()

@@ -492,6 +492,40 @@ def test_inference_data_groups_round_trip_and_standard_arviz_tools_run(tmp_path:
     matplotlib.pyplot.close("all")
 
 
+def test_to_inference_data_for_a_model_built_in_python_with_a_custom_prior() -> None:
+    from pssl.models import DistributionPrior
+
+    # A correlated (non-diagonal) content prior: no conjugate q(y|z), so the amortised y-guide.
+    cov = 0.5 * torch.eye(LATENT) + 0.5
+    model = make_model()
+    model = SimVAE(
+        model.encoder,
+        model.decoder,
+        DistributionPrior(dist.MultivariateNormal(torch.zeros(LATENT), covariance_matrix=cov)),
+        GaussianViewPrior(LATENT, scale=VIEW_SCALE),
+        GaussianLikelihood(std=NOISE, link="identity"),
+    ).double()
+    assert model.y_guide == "amortised"
+    images = sample_data(make_model(), 7)[:, 0]  # (N, C, H, W) images: J identical views
+    idata = to_inference_data(model, images, num_views=2, num_samples=30, num_prior_draws=400)
+    assert idata.posterior["y"].shape == (1, 30, 7, LATENT)
+    assert idata.observed_data["x"].shape == (7, 2, 1, 1, D)
+    # Prior draws of y follow the custom prior: its correlation 0.5 (400 draws; loose, seeded).
+    y = torch.from_numpy(idata.prior["y"].values[0])
+    assert float(torch.corrcoef(y.T)[0, 1]) == pytest.approx(0.5, abs=0.15)
+    assert np.isfinite(held_out_elpd(idata)["elpd_loo"])
+
+
+def test_to_inference_data_refuses_discriminative_and_point_mass_guides() -> None:
+    method = ViewEncoder(torch.randn(3, 2))
+    with pytest.raises(ValueError, match="does not model images"):
+        to_inference_data(method, torch.rand(4, 1, 1, D))
+    plugin = make_model()
+    plugin.y_guide = "plugin"
+    with pytest.raises(ValueError, match="point-mass sites"):
+        to_inference_data(plugin, sample_data(plugin, 4), num_samples=3)
+
+
 def test_az_loo_on_the_file_raises_the_documented_error(tmp_path: Path) -> None:
     az = arviz()
     model = model_with_guide(std_factor=1.2)
@@ -685,7 +719,18 @@ def test_diagnose_readings_for_an_over_narrow_guide() -> None:
     model = model_with_guide(std_factor=0.1)
     images = sample_data(model, 10)[:, 0]
     out = diagnose(model, images, augmenter=ViewAugmenter.identity(), num_views=2, num_samples=50)
-    assert set(out["readings"]) == {"log_evidence", "khat", "collapse", "predictive", "structure"}
+    assert set(out["readings"]) == {
+        "log_evidence",
+        "khat",
+        "collapse",
+        "predictive",
+        "held_out_elpd",
+        "structure",
+    }
+    assert (
+        out["held_out_elpd"]["num_items"] == 10
+        and "az.loo does not apply" in out["readings"]["held_out_elpd"]
+    )
     assert out["readings"]["khat"].startswith("k-hat above 0.7 for")
     assert "nats per item" in out["readings"]["log_evidence"]
     # Identity views: both views of an item are equal, so their representations are too.

@@ -73,8 +73,8 @@ def plot_ppc(idata: Any, path: str | Path, *, num_pp_samples: int = 50, seed: in
     return _save(fig, path)
 
 
-def plot_prior_predictive(idata: Any, path: str | Path, *, count: int = 10, title: str = "prior") -> Path:
-    """The first ``count`` prior-predictive draws of ``x``, one row per view."""
+def plot_prior_predictive(idata: Any, path: str | Path, *, count: int = 10) -> Path:
+    """The first ``count`` prior-predictive draws of ``x`` (an imagined item per column), a row per view."""
     import torch
 
     from pssl.plots import image_grid
@@ -85,7 +85,7 @@ def plot_prior_predictive(idata: Any, path: str | Path, *, count: int = 10, titl
         titles = [f"view {j}" for j in range(x.shape[1])]
     else:
         rows, titles = [x], ["x"]
-    return image_grid(rows, path, row_titles=[f"{title}: {t}" if title else t for t in titles])
+    return image_grid(rows, path, row_titles=titles)
 
 
 def plot_latents(collapse: dict[str, Any], path: str | Path, *, threshold: float) -> Path:

@@ -346,6 +346,14 @@ def generative_diagnostics(
         "collapse": collapse_reading(collapse),
         "predictive": predictive_reading(predictive),
     }
+    if "held_out_elpd" in sections:
+        held = sections["held_out_elpd"]
+        readings["held_out_elpd"] = (
+            f"held-out elpd {held['elpd_nats']:.6g} ± {held['se_nats']:.3g} nats over "
+            f"{held['num_items']} items "
+            f"(importance-sampled log p(x_i), K={held['num_samples']}); compare models with "
+            "az.compare({name: pssl.diagnostics.held_out_elpd(read_netcdf(path))}); az.loo does not apply"
+        )
     return sections, readings, idata, khat
 
 
@@ -375,7 +383,7 @@ def _write_generative_files(
         files["ppc_plot"] = plot_ppc(idata, out_path / "diagnostics_ppc.png", seed=seed).name
     if idata is not None and "prior_predictive" in idata.groups():
         files["prior_predictive"] = plot_prior_predictive(
-            idata, out_path / "diagnostics_prior_predictive.png", title="prior predictive"
+            idata, out_path / "diagnostics_prior_predictive.png"
         ).name
     if "active_units" in collapse or collapse.get("kl_per_dim") is not None:
         files["latents_plot"] = plot_latents(
