@@ -29,9 +29,10 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from pssl.augment import build_augmenter, default_preset
+from pssl.augment import build_augmenter
 from pssl.config import Config, apply_overrides, parse_overrides
 from pssl.data import load_dataset
+from pssl.datasets import dataset_defaults
 from pssl.models import build_for_data
 from pssl.models.losses import barlow_twins_terms, moco_terms, nt_xent_terms, published_loss, vicreg_terms
 
@@ -75,7 +76,7 @@ def configured(tokens: list[str], data, *, seed: int = 0):
         **config.model.options,
     )
     images = splits.train.float_images()[:ITEMS]
-    augmenter = build_augmenter(default_preset(splits.name), splits.train.image_shape, {})
+    augmenter = build_augmenter(dataset_defaults(splits.name).augment, splits.train.image_shape, {})
     views = augmenter(images, config.num_views, torch.Generator().manual_seed(1))
     return method, views
 
