@@ -482,6 +482,12 @@ def check_objective(elbo: pyro.infer.ELBO, structure: ProbeResult, *, method_nam
             f"{', '.join(map(repr, structure.non_reparameterised))} of {method_name} is not; "
             "use objective=trace or tracegraph (score-function gradients)"
         )
+    if _is_renyi(elbo) and not structure.params:
+        raise ObjectiveError(
+            f"{label} differentiates only parameters registered with Pyro (pyro.module, pyro.param, "
+            f"PyroModule), and the model and guide of {method_name} register none; register the networks "
+            "(SSLModel.model/guide do) or use objective=trace"
+        )
     if _is_mean_field(elbo):
         coupled = {k: v for k, v in structure.guide_dependencies.items() if v}
         if coupled:
@@ -589,21 +595,19 @@ class Objective(nn.Module):
         self.method.eval()
         try:
             with method_errors():
-                structure = probe(
-                    self.method.model, self.guide, batch, dependencies=_is_mean_field(self.elbo)
-                )
+                store = pyro.get_param_store()
+                with store.scope():  # an empty store: find the parameters without adopting stale values
+                    found = probe(
+                        self.method.model, self.guide, batch, dependencies=_is_mean_field(self.elbo)
+                    )
                 own = {id(p) for p in self.method.parameters()}
-                extra = [name for name, value in structure.params.items() if id(value) not in own]
-                if extra:
-                    # A run starts its param-store parameters from their initial values (as after
-                    # pyro.clear_param_store()), not from what an earlier run in this process left.
-                    store = pyro.get_param_store()
-                    for name in extra:
-                        if name in store:
-                            del store[name]
-                    dependencies = structure.guide_dependencies
-                    structure = probe(self.method.model, self.guide, batch)
-                    structure.guide_dependencies = dependencies
+                # A run starts its param-store parameters from their initial values (as after
+                # pyro.clear_param_store()), not from what an earlier run in this process left.
+                for name, value in found.params.items():
+                    if id(value) not in own and name in store:
+                        del store[name]
+                structure = probe(self.method.model, self.guide, batch)
+                structure.guide_dependencies = found.guide_dependencies
         finally:
             self.method.train(mode)
         check_objective(

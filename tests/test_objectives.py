@@ -15,6 +15,7 @@ import pytest
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
+from pyro.nn import PyroModule, PyroParam
 from test_simvae import LATENT, exact_log_evidence, joint_moments, make_model, sample_data
 from torch import nn
 
@@ -24,7 +25,7 @@ from pssl.data import load_dataset
 from pssl.inference.compose import compose
 from pssl.inference.objectives import OBJECTIVES, Objective, ObjectiveError, build_objective
 from pssl.inference.train import Trainer, train
-from pssl.models import MODELS, ViewBatch, build_for_data, sites
+from pssl.models import MODELS, ViewBatch, build_for_data, make_view_batch, sites
 from pssl.models.base import SSLModel
 from pssl.models.priors import LatentPrior
 
@@ -194,6 +195,13 @@ def test_cli_refuses_an_invalid_pair_with_exit_code_2(tmp_path: Path, capsys) ->
 def test_a_jit_elbo_is_refused_by_the_trainer_with_its_plain_counterpart(tmp_path: Path, digits) -> None:
     with pytest.raises(ObjectiveError, match="Trace_ELBO"):
         compose(small_config(tmp_path / "run"), data=digits["digits"], objective=pyro.infer.JitTrace_ELBO())
+
+
+def test_renyi_refuses_a_pair_that_registers_no_parameter(double) -> None:
+    """RenyiELBO backpropagates only when the traces hold param sites: refuse rather than train nothing."""
+    model, batch, _ = linear_gaussian()  # its encoder and decoder hold plain tensors, no parameters
+    with pytest.raises(ObjectiveError, match="register none"):
+        Objective(model, build_objective("iwae")).prepare(batch)
 
 
 def test_cli_rejects_unknown_objectives_and_options(tmp_path: Path, capsys) -> None:
@@ -436,5 +444,45 @@ def test_pyro_param_in_a_prior_trains_and_resumes_bit_for_bit(tmp_path: Path, di
     )
     assert torch.equal(pyro.get_param_store()["prior_loc"], loc)
     assert torch.equal(pyro.get_param_store()["prior_scale"], scale)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+class ScaleGuide(PyroModule):
+    """A user's guide: the method's encoder mean and a learned scale per dimension (a PyroParam)."""
+
+    def __init__(self, encoder: nn.Module, latent_dim: int) -> None:
+        super().__init__()
+        self._encoder = [encoder]  # the method's own network, trained as the method's parameter
+        self.log_scale = PyroParam(torch.full((latent_dim,), -1.0))
+
+    def forward(self, views, index=None, num_items=None, **unused) -> None:
+        batch = make_view_batch(views, index, num_items)
+        loc, _ = self._encoder[0](batch.views)
+        with (
+            pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM),
+            pyro.plate(sites.VIEWS, batch.num_views, dim=sites.VIEWS_DIM),
+        ):
+            pyro.sample(sites.VIEW_LATENT, dist.Normal(loc, self.log_scale.exp()).to_event(1))
+
+
+def test_a_pyro_module_guide_from_python_trains_and_resumes_bit_for_bit(tmp_path: Path, digits) -> None:
+    data = digits["digits"]
+
+    def run(out: Path, epochs: int, resume: bool = False) -> tuple:
+        torch.manual_seed(0)
+        method = build_for_data(
+            "vae", data, latent_dim=4, encoder=Component("mlp", TINY), decoder=Component("mlp", TINY)
+        )
+        guide = ScaleGuide(method.encoder, 4)
+        config = small_config(out, epochs=epochs, lr=1e-2, resume=resume)
+        return train(config, data=data, model=method, guide=guide), guide
+
+    straight, guide = run(tmp_path / "a", 2)
+    assert not torch.equal(guide.log_scale.detach(), torch.full((4,), -1.0)), "the PyroParam did not move"
+    assert "log_scale" in (tmp_path / "a" / "config.json").read_text()
+    run(tmp_path / "b", 1)  # the first half leaves its trained value in the param store ...
+    resumed, resumed_guide = run(tmp_path / "b", 2, resume=True)  # ... which the resumed run must not adopt
+    assert torch.equal(resumed_guide.log_scale.detach(), guide.log_scale.detach())
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
