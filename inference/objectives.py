@@ -84,7 +84,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from pssl.models import sites
-from pssl.models.base import SSLModel, ViewBatch
+from pssl.models.base import SSLModel, ViewBatch, registration_suspended
 from pssl.registry import Registry
 
 
@@ -654,10 +654,15 @@ class Objective(nn.Module):
         self._traces.clear()
         backward_done = False
         try:
+            # The optimiser holds the parameters (found by prepare): the per-call registration
+            # with Pyro's param store is skipped, except for ELBOs that backpropagate themselves
+            # (RenyiELBO only differentiates when the traces hold param sites).
             if not torch.is_grad_enabled():
-                loss = torch.as_tensor(self.elbo.loss(model, guide, batch), dtype=torch.float64)
+                with registration_suspended():
+                    loss = torch.as_tensor(self.elbo.loss(model, guide, batch), dtype=torch.float64)
             elif self._differentiable:
-                loss = self.elbo.differentiable_loss(model, guide, batch)
+                with registration_suspended():
+                    loss = self.elbo.differentiable_loss(model, guide, batch)
             else:
                 loss = torch.as_tensor(self.elbo.loss_and_grads(model, guide, batch), dtype=torch.float64)
                 backward_done = True

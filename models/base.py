@@ -31,7 +31,8 @@ Generative methods also offer ``reconstruct`` and ``sample_images``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,6 +182,27 @@ def make_view_batch(
     )
 
 
+class _Registration:
+    enabled = True
+
+
+@contextmanager
+def registration_suspended() -> Iterator[None]:
+    """Within this block ``model``/``guide`` do not register their networks with Pyro.
+
+    The registration only tells ``pyro.infer.SVI`` which tensors to optimise (a
+    ``param`` site carries no density). A loop that optimises the method's
+    parameters itself (pssl's trainer, with an ELBO that returns a differentiable
+    loss) skips the per-call cost this way; the loss is the same.
+    """
+    previous = _Registration.enabled
+    _Registration.enabled = False
+    try:
+        yield
+    finally:
+        _Registration.enabled = previous
+
+
 PARAM_DIVIDER = "$$$"
 """Between a module's name and a parameter's name in Pyro's param store (as ``pyro.module``)."""
 
@@ -289,7 +311,8 @@ class SSLModel(nn.Module):
             extras=extras,
             default_num_views=self.num_views,
         )
-        register_parameters(self.pyro_name, self.pyro_parameters("model"))
+        if _Registration.enabled:
+            register_parameters(self.pyro_name, self.pyro_parameters("model"))
         self.model_program(batch)
 
     def guide(
@@ -310,7 +333,8 @@ class SSLModel(nn.Module):
         batch = make_view_batch(views, index, num_items, extras=extras, default_num_views=self.num_views)
         if batch.views is None:
             raise ValueError(f"{type(self).__name__}.guide needs views: q(z | x) conditions on the images")
-        register_parameters(self.pyro_name, self.pyro_parameters("guide"))
+        if _Registration.enabled:
+            register_parameters(self.pyro_name, self.pyro_parameters("guide"))
         self.guide_program(batch)
 
     def model_program(self, batch: ViewBatch) -> None:
