@@ -33,6 +33,7 @@ from pssl.augment import ViewAugmenter, build_augmenter
 from pssl.config import Component, Config
 from pssl.data import DataSplits, load_dataset
 from pssl.datasets import dataset_defaults
+from pssl.datasets.core import as_float_images
 from pssl.inference.distributed import (
     DistributedContext,
     convert_batchnorm,
@@ -133,8 +134,8 @@ def build_from_config(config: Config, image_shape: tuple[int, int, int]) -> SSLM
 
 
 def float_images(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 ``0..255`` or float ``[0, 1]`` images as ``dtype`` in ``[0, 1]``."""
-    return images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
+    """uint8 ``0..255`` or float ``[0, 1]`` images as ``dtype`` in ``[0, 1]`` (:func:`as_float_images`)."""
+    return as_float_images(images, dtype=dtype)
 
 
 def floating_dtype(module: torch.nn.Module) -> torch.dtype:
@@ -238,6 +239,16 @@ def compose(
         data, augmenter, config.num_views, batch_items // dist.world_size, dtype=dtype, device=device
     )
     pyro_params = loss.prepare(probe)
+    # The probe ran in eval mode; a method's training-only checks (e.g. MoCo's queue against the
+    # data-set size) must also fail here, before the run directory is touched.
+    check_batch = getattr(method, "check_batch", None)
+    if check_batch is not None:
+        mode = method.training
+        method.train()
+        try:
+            check_batch(probe)
+        finally:
+            method.train(mode)
     named = [(n, p) for n, p in method.named_parameters() if p.requires_grad]
     named += [(f"pyro/{n}", p) for n, p in pyro_params.items()]
     optimizer = make_adam(

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pssl.augment import build_augmenter
 from pssl.config import Config, ConfigError
 from pssl.data import DATASETS, DataSplits, load_dataset
+from pssl.datasets import evaluation_splits
 from pssl.inference.checkpoint import (
     CheckpointError,
     list_checkpoints,
@@ -179,6 +181,10 @@ def load_run(
         options = run_data_options(config, allow_download=allow_download, root=data_root)
         data = load_dataset(config.data.name, options, seed=config.seed)
     model = build_from_config(config, data.train.image_shape)
+    augment = config.augment
+    if augment is not None and augment.name is not None:  # evaluate on images like the training views
+        augmenter = build_augmenter(augment.name, data.train.image_shape, augment.options)
+        data = evaluation_splits(data, augmenter)
     load_module_state(
         model, state["model"], source=f"checkpoint {chosen}", what=f"model {config.model.name!r}"
     )

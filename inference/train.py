@@ -32,11 +32,8 @@ files; checkpoints do not depend on the number of processes.
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
+import logging
 import math
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -48,7 +45,7 @@ import torch
 
 from pssl.augment import build_augmenter
 from pssl.config import Config
-from pssl.data import DataSplits, load_dataset
+from pssl.data import DataSplits
 from pssl.datasets import evaluation_splits
 from pssl.inference.checkpoint import (
     CheckpointError,
@@ -72,20 +69,13 @@ from pssl.inference.compose import (
 from pssl.inference.distributed import DistributedContext, derive_seed, resolve_device, step_seed
 from pssl.inference.objectives import NonFiniteError, ObjectiveOutput, method_errors
 from pssl.models.base import MODELS, SSLModel, ViewBatch
+from pssl.rundir import RESUMABLE_CHANGES, RunLock, claim, write_csv, write_json
 
-# Fields that may differ between a checkpoint's config and the config resuming it
-# (``out``: a run directory may be moved or copied and resumed where it now is).
-RESUMABLE_CHANGES = (
-    "out",
-    "epochs",
-    "resume",
-    "progress",
-    "log_every",
-    "keep_checkpoints",
-    "checkpoint_every",
-    "checkpoint_seconds",
-    "device",
-)
+logger = logging.getLogger(__name__)
+
+MAX_SKIPPED_SHARE = 0.5
+"""With ``nonfinite=skip``, an epoch in which more than this share of the steps (or every step)
+was skipped as non-finite stops the run with an error: its model is not a trained one."""
 
 StepCallback = Callable[["Trainer", ViewBatch, "ObjectiveOutput | None"], None]
 
@@ -225,9 +215,13 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.epoch_rows: list[dict[str, float]] = []
         self.skipped_steps = 0
+        # Running sums behind the logged rows (epoch means, history windows); checkpointed, so a
+        # resumed run logs the same numbers as an uninterrupted one.
+        self.running: dict[str, float] = {}
         self._last_save = time.monotonic()
         self._stop_signal: int | None = None
         self._stop_agreed = False
+        self._lock: RunLock | None = None
 
     @property
     def is_main(self) -> bool:
@@ -261,6 +255,7 @@ class Trainer:
             "history": self.history,
             "epochs": self.epoch_rows,
             "skipped_steps": self.skipped_steps,
+            "running_sums": dict(self.running),
             "world_size": self.dist.world_size,
         }
 
@@ -304,6 +299,7 @@ class Trainer:
         self.history = list(state["history"])
         self.epoch_rows = list(state["epochs"])
         self.skipped_steps = int(state["skipped_steps"])
+        self.running = {k: float(v) for k, v in state.get("running_sums", {}).items()}
 
     def save(self) -> Path:
         """Write a checkpoint and the tables (rank 0 only; other ranks just return the path)."""
@@ -353,8 +349,13 @@ class Trainer:
                     "must see the run directory (a shared file system)"
                 ) from None
             self.load_state_dict(state, source=chosen)
+            trained = self.epoch + self.step_in_epoch / self.steps_per_epoch
+            if trained > self.config.epochs:
+                raise ValueError(
+                    f"run {self.run_dir} has already trained {trained:g} epochs; epochs={self.config.epochs} "
+                    f"would not continue it (pass epochs > {trained:g} to train longer; nothing was changed)"
+                )
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             resolved = self.config.to_dict()
             resolved["resolved"] = {
                 "model": self.model.describe(),
@@ -364,7 +365,9 @@ class Trainer:
                 "pyro_params": sorted(self.pyro_params),
                 "world_size": self.dist.world_size,
             }
-            _atomic_write(self.run_dir / "config.json", _json(resolved))
+            write_json(self.run_dir / "config.json", resolved)
+            if chosen is not None:
+                self._write_tables()  # the tables match the checkpoint the run continues from
         self.dist.broadcast_module(self.model)
         self.dist.broadcast_tensors(list(self.pyro_params.values()))
 
@@ -456,20 +459,24 @@ class Trainer:
                 self.skipped_steps += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
-            if self.is_main:
-                last = latest_checkpoint(self.run_dir) or "(none written yet)"
-            else:
-                last = f"in {self.run_dir} (written by rank 0)"
-            raise NonFiniteError(
-                f"{problem}. Training stopped; the last good checkpoint is {last}; "
-                "nonfinite=skip skips such steps instead"
-            )
+            raise NonFiniteError(f"{problem}. {self._nonfinite_advice()}")
         self.optimizer.step()
         self.model.after_step()
         return ObjectiveOutput(loss=output.loss.detach(), terms=terms, site_log_prob=output.site_log_prob)
 
     def fit(self) -> TrainResult:
-        self._prepare_run_dir()
+        """Train (or continue) the run; the run directory is locked throughout (rank 0).
+
+        Raises:
+            TrainingInterrupted: after SIGINT/SIGTERM, once a consistent checkpoint is
+                written (also for a signal during a save or validation, or after the last
+                step: the run is then complete but not evaluated).
+            NonFiniteError: a non-finite loss or gradient (``nonfinite=stop``), too many
+                skipped steps (``nonfinite=skip``), or non-finite validation terms.
+            RunDirectoryError: the run directory is in use or holds someone else's files.
+        """
+        if self.is_main:
+            self._lock = claim(self.run_dir)
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         for sig in previous:
             try:
@@ -478,10 +485,16 @@ class Trainer:
                 previous = {}
                 break
         try:
+            self._prepare_run_dir()
             self._fit()
+            if self._should_stop():  # a signal after the last step: complete, but stop here
+                self._interrupt(complete=True)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
         self.dist.barrier()  # rank 0's last checkpoint is on disk when any rank returns
         self.model.eval()
         return TrainResult(
@@ -497,7 +510,38 @@ class Trainer:
         )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only a flag: the loop acts on it between steps, after a save or validation in progress.
         self._stop_signal = signum
+
+    def _interrupt(self, *, complete: bool = False) -> None:
+        """Write a checkpoint (unless one of this step exists) and raise :class:`TrainingInterrupted`."""
+        path = checkpoint_path(self.run_dir, self.global_step)
+        if not (complete and path.is_file()):
+            path = self.save()
+        self.dist.barrier()
+        signum = self._stop_signal if self._stop_signal is not None else "on another rank"
+        if complete:
+            detail = f"training is complete (checkpoint {path}) but was not evaluated"
+        else:
+            detail = f"at step {self.global_step}; checkpoint {path}"
+        raise TrainingInterrupted(
+            f"stopped by signal {signum} {detail}; continue with `pssl resume {self.run_dir}`"
+        )
+
+    def _nonfinite_advice(self) -> str:
+        """What to do after a non-finite stop, naming only options that work from here."""
+        if not self.is_main:
+            return f"Training stopped; the last good checkpoint is in {self.run_dir} (written by rank 0)"
+        last = latest_checkpoint(self.run_dir)
+        if last is None:
+            return (
+                "Training stopped before any checkpoint; start again with a smaller lr, or with "
+                "nonfinite=skip to skip such steps"
+            )
+        return (
+            f"Training stopped; the last good checkpoint is {last}; continue from it skipping such steps "
+            f"with `pssl resume {self.run_dir} nonfinite=skip`, or start a new run with a smaller lr"
+        )
 
     def _should_stop(self) -> bool:
         # With several ranks only the agreed flag counts, so every rank stops after the same step.
@@ -508,14 +552,13 @@ class Trainer:
     def _fit(self) -> None:
         from tqdm.auto import tqdm
 
+        running = self.running  # "train/<term>", "window/<term>", "counted", "window_steps", "skipped"
         while self.epoch < self.config.epochs:
+            if self._should_stop():
+                self._interrupt()
             self.order_generator.set_state(self.epoch_order_state)
             order = torch.randperm(self.num_items, generator=self.order_generator)
             epoch_start = time.perf_counter()
-            sums: dict[str, float] = {}
-            window: dict[str, float] = {}
-            window_steps = 0
-            counted = 0
             bar = tqdm(
                 total=self.steps_per_epoch,
                 initial=self.step_in_epoch,
@@ -526,6 +569,9 @@ class Trainer:
             )
             steps_this_session = 0
             while self.step_in_epoch < self.steps_per_epoch:
+                if self._should_stop():  # e.g. a signal during the previous save or validation
+                    bar.close()
+                    self._interrupt()
                 start = self.step_in_epoch * self.batch_items
                 batch = self.make_batch(order[start : start + self.batch_items])
                 output = self.step(batch)
@@ -533,46 +579,57 @@ class Trainer:
                 self.global_step += 1
                 steps_this_session += 1
                 bar.update(1)
-                if output is not None:
+                if output is None:
+                    running["skipped"] = running.get("skipped", 0.0) + 1
+                else:
                     terms = {k: float(v) for k, v in output.terms.items()}
-                    counted += 1
-                    window_steps += 1
+                    running["counted"] = running.get("counted", 0.0) + 1
+                    running["window_steps"] = running.get("window_steps", 0.0) + 1
                     for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                        window[k] = window.get(k, 0.0) + v
+                        running[f"train/{k}"] = running.get(f"train/{k}", 0.0) + v
+                        running[f"window/{k}"] = running.get(f"window/{k}", 0.0) + v
                     bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()}, refresh=False)
+                window_steps = running.get("window_steps", 0.0)
                 if window_steps and self.global_step % self.config.log_every == 0:
                     row = {
                         "step": self.global_step,
                         "epoch": self.epoch + self.step_in_epoch / self.steps_per_epoch,
                     }
+                    window = {k[7:]: v for k, v in running.items() if k.startswith("window/")}
                     row.update({k: v / window_steps for k, v in window.items()})
                     self.history.append(row)
-                    window, window_steps = {}, 0
+                    for key in [k for k in running if k.startswith("window/")] + ["window_steps"]:
+                        running.pop(key, None)
                 if self.on_step_end is not None:
                     self.on_step_end(self, batch, output)
                 if self._should_stop():
                     bar.close()
-                    path = self.save()
-                    self.dist.barrier()
-                    signum = self._stop_signal if self._stop_signal is not None else "on another rank"
-                    raise TrainingInterrupted(
-                        f"stopped by signal {signum} at step {self.global_step}; checkpoint {path}; "
-                        "resume with resume=true"
-                    )
+                    self._interrupt()
                 if self.config.checkpoint_every and self.global_step % self.config.checkpoint_every == 0:
                     self.save()
             bar.close()
             seconds = time.perf_counter() - epoch_start
+            self._check_skipped()
+            validation = self.validation_terms()
+            bad = sorted(k for k, v in validation.items() if not math.isfinite(v))
+            if bad:
+                raise NonFiniteError(
+                    f"validation terms {', '.join(bad)} are not finite after epoch {self.epoch + 1} "
+                    f"({', '.join(f'{k}={validation[k]}' for k in bad)}); no metrics were written. "
+                    f"{self._nonfinite_advice()}"
+                )
             self.epoch += 1
             self.step_in_epoch = 0
             self.epoch_order_state = self.order_generator.get_state()
             row = {"epoch": self.epoch, "step": self.global_step, "seconds": seconds}
             images = steps_this_session * self.batch_items * self.config.num_views
             row["images_per_second"] = images / seconds if seconds > 0 else math.nan
-            row.update({f"train_{k}": v / max(counted, 1) for k, v in sums.items()})
-            row.update({f"val_{k}": v for k, v in self.validation_terms().items()})
+            counted = max(running.get("counted", 0.0), 1.0)
+            row.update({f"train_{k[6:]}": v / counted for k, v in running.items() if k.startswith("train/")})
+            row.update({f"val_{k}": v for k, v in validation.items()})
             self.epoch_rows.append(row)
+            for key in [k for k in running if k.startswith("train/")] + ["counted", "skipped"]:
+                running.pop(key, None)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self, row)
             last_epoch = self.epoch >= self.config.epochs
@@ -580,12 +637,27 @@ class Trainer:
                 self.save()
             elif self.is_main:
                 self._write_tables()  # cheap: the tables stay current between checkpoints
-            if self.config.progress and self.is_main:
+            if self.is_main:
                 shown = {k: row[k] for k in row if k.startswith(("train_elbo", "val_elbo")) or k == "seconds"}
-                print(
-                    f"epoch {self.epoch}/{self.config.epochs} "
-                    + " ".join(f"{k}={v:.4g}" for k, v in shown.items())
+                (logger.info if self.config.progress else logger.debug)(
+                    "epoch %d/%d %s",
+                    self.epoch,
+                    self.config.epochs,
+                    " ".join(f"{k}={v:.4g}" for k, v in shown.items()),
                 )
+
+    def _check_skipped(self) -> None:
+        """Stop a run whose epoch was (mostly) skipped as non-finite: its model is not a trained one."""
+        skipped = int(self.running.get("skipped", 0.0))
+        if not skipped:
+            return
+        if skipped == self.steps_per_epoch or skipped > MAX_SKIPPED_SHARE * self.steps_per_epoch:
+            raise NonFiniteError(
+                f"{skipped} of {self.steps_per_epoch} steps of epoch {self.epoch + 1} were non-finite and "
+                f"skipped (nonfinite=skip stops above {MAX_SKIPPED_SHARE:.0%}): the model is not trained "
+                "and no metrics were written; start a new run with a smaller lr or a likelihood suited "
+                "to the data"
+            )
 
     @torch.no_grad()
     def validation_terms(self, *, max_items: int = 2048) -> dict[str, float]:
@@ -629,8 +701,8 @@ class Trainer:
         return {k: v / (batches * world) for k, v in zip(names, totals)}
 
     def _write_tables(self) -> None:
-        _atomic_write(self.run_dir / "history.csv", _csv(self.history))
-        _atomic_write(self.run_dir / "epochs.csv", _csv(self.epoch_rows))
+        write_csv(self.run_dir / "history.csv", self.history)
+        write_csv(self.run_dir / "epochs.csv", self.epoch_rows)
 
 
 def train(
@@ -665,86 +737,6 @@ def train(
     return Trainer(config, data=data, model=model, guide=guide, objective=objective).fit()
 
 
-def load_run(run_dir: str | Path, *, device: str = "cpu", data: DataSplits | None = None) -> TrainResult:
-    """Rebuild a trained method from its run directory (config by name + newest checkpoint).
-
-    Raises:
-        CheckpointError: if the folder holds no readable checkpoint.
-        FileNotFoundError: if ``config.json`` is missing.
-    """
-    run_dir = Path(run_dir)
-    config_file = run_dir / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: {run_dir} is not a pssl run directory")
-    raw = _json_load(config_file)
-    resolved = raw.pop("resolved", {})
-    if resolved.get("custom_model"):
-        raise CheckpointError(
-            f"{run_dir} was trained with a model object passed from Python; rebuild that model and "
-            "load the checkpoint's 'model' state into it"
-        )
-    config = dataclasses.replace(Config.from_dict(raw), device=device)
-    latest = latest_checkpoint(run_dir)
-    if latest is None:
-        raise CheckpointError(f"no readable checkpoint in {run_dir}")
-    if data is None:
-        data = load_dataset(config.data.name, config.data.options, seed=config.seed)
-    model = build_from_config(config, data.train.image_shape)
-    augment = config.augment
-    if augment is not None and augment.name is not None:
-        data = evaluation_splits(data, build_augmenter(augment.name, data.train.image_shape, augment.options))
-    state = load_checkpoint(latest, map_location=device)
-    if state.get("model_name") != config.model.name:
-        raise CheckpointError(
-            f"checkpoint {latest} holds model {state.get('model_name')!r}, config says {config.model.name!r}"
-        )
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    return TrainResult(
-        model=model,
-        config=config,
-        data=data,
-        run_dir=run_dir,
-        history=list(state["history"]),
-        epochs=list(state["epochs"]),
-        skipped_steps=int(state["skipped_steps"]),
-    )
-
-
-# --- small file helpers ----------------------------------------------------------------
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _json(data: Any) -> str:
-    import json
-
-    return json.dumps(data, indent=2) + "\n"
-
-
-def _json_load(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())
-
-
-def _csv(rows: list[dict[str, float]]) -> str:
-    if not rows:
-        return ""
-    keys: list[str] = []
-    for row in rows:
-        keys.extend(k for k in row if k not in keys)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 __all__ = [
     "MODELS",
     "TrainResult",
@@ -752,7 +744,6 @@ __all__ = [
     "TrainingInterrupted",
     "resolve_device",
     "build_from_config",
-    "load_run",
     "resolve_config",
     "seed_everything",
     "train",

@@ -1099,4 +1099,3 @@ def build_augmenter(
     if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         raise ValueError(f"image_shape must be three positive ints (C, H, W), got {image_shape!r}")
     return AUGMENTATIONS.build(preset, options, image_shape=shape)
-

@@ -53,6 +53,7 @@ HISTORY_NAME = "history.csv"
 EPOCHS_NAME = "epochs.csv"
 
 _TEMPORARY = re.compile(r"^\..+\.tmp$")
+_CHECKPOINT = re.compile(r"^checkpoint-\d{9}\.pt$")
 
 RESUMABLE_CHANGES = (
     "out",
@@ -64,9 +65,11 @@ RESUMABLE_CHANGES = (
     "checkpoint_every",
     "checkpoint_seconds",
     "device",
+    "nonfinite",
 )
 """Configuration fields that may differ between a run's record and a process continuing or reading it
-(``out``: a run directory may be moved or copied and used where it now is)."""
+(``out``: a run directory may be moved or copied and used where it now is; ``nonfinite``: how
+non-finite steps are handled is a policy, not part of what is trained)."""
 
 
 class RunDirectoryError(ValueError):
@@ -409,6 +412,8 @@ def is_run_directory(folder: str | Path) -> bool:
 def _only_ours(folder: Path, extra: Callable[[Path], bool] | None) -> bool:
     for entry in folder.iterdir():
         if entry.name == LOCK_NAME or (entry.is_file() and is_temporary(entry.name)):
+            continue
+        if entry.is_file() and _CHECKPOINT.match(entry.name):  # a checkpoint copied in to resume from
             continue
         if extra is not None and extra(entry):
             continue

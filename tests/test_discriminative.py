@@ -20,7 +20,8 @@ from torch import nn
 from pssl.config import Component, Config
 from pssl.data import load_dataset, split_modalities
 from pssl.inference.objectives import ELBO
-from pssl.inference.train import load_run, train
+from pssl.inference.runs import load_run
+from pssl.inference.train import train
 from pssl.models import MODELS, ModelSpec, ViewBatch, build_model, losses, sites
 from pssl.models.contrastive import CLIP, MoCo, SimCLR
 from pssl.models.redundancy import BarlowTwins, VICReg

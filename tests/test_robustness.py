@@ -269,7 +269,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_p
     process.send_signal(signal.SIGTERM)  # the loop stops after its current step
     _, err = process.communicate(timeout=240)
     assert process.returncode == 130, err
-    assert "interrupted: stopped by signal 15" in err and "resume with resume=true" in err
+    assert "interrupted: stopped by signal 15" in err and "continue with `pssl resume" in err
     assert "Traceback" not in err
     stopped = load_checkpoint(list_checkpoints(run)[-1])["global_step"]
     assert 1 <= stopped < epochs * steps_per_epoch

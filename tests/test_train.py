@@ -19,7 +19,8 @@ from pssl.inference.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from pssl.inference.train import Trainer, load_run, train
+from pssl.inference.runs import load_run
+from pssl.inference.train import Trainer, train
 
 SMALL_MLP = {"hidden": "32,16"}
 
@@ -81,7 +82,11 @@ def test_resume_from_several_stopping_points_is_exact(tmp_path: Path, digits) ->
         torch.manual_seed(1000 + stop)  # the state must come from the checkpoint, not from the process
         resumed = train(small_config(run, resume=True), data=digits)
         assert_same_params(params(straight.model), params(resumed.model))
-        assert [r["step"] for r in resumed.history] == [r["step"] for r in straight.history]
+        assert resumed.history == straight.history  # the logged running sums resume too
+        timing = ("seconds", "images_per_second")
+        assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.epochs] == [
+            {k: v for k, v in r.items() if k not in timing} for r in straight.epochs
+        ]
 
 
 def test_run_directory_contents_and_load_run(tmp_path: Path, digits) -> None:
@@ -204,22 +209,42 @@ def test_nonfinite_gradient_is_named_separately_from_the_loss(tmp_path: Path, di
     message = str(info.value)
     assert f"non-finite gradient at step 0 in parameters: decoder.{name}" in message
     assert "the loss itself was finite" in message and "model/x" not in message
-    assert "(none written yet)" in message and not list_checkpoints(tmp_path / "run")
+    assert "stopped before any checkpoint" in message and not list_checkpoints(tmp_path / "run")
 
 
 def test_nonfinite_gradient_skip(tmp_path: Path, digits) -> None:
     trainer = Trainer(small_config(tmp_path / "run", epochs=1, nonfinite="skip"), data=digits)
     before = params(trainer.model)
     next(iter(trainer.model.decoder.parameters())).register_hook(lambda g: torch.full_like(g, float("inf")))
-    result = trainer.fit()
-    assert result.skipped_steps == trainer.steps_per_epoch
-    assert_same_params(before, params(result.model))  # no step was taken
+    with pytest.raises(FloatingPointError, match="7 of 7 steps of epoch 1 were non-finite and skipped"):
+        trainer.fit()  # every step skipped: an untrained model is an error, not a result
+    assert trainer.skipped_steps == trainer.steps_per_epoch == 7
+    assert_same_params(before, params(trainer.model))  # no step was taken
+    assert not list_checkpoints(tmp_path / "run")
 
 
-def test_nonfinite_skip_counts_steps(tmp_path: Path, digits) -> None:
+def test_nonfinite_skip_counts_steps_and_stops_above_the_share(tmp_path: Path, digits, monkeypatch) -> None:
     trainer = Trainer(small_config(tmp_path / "run", epochs=1, nonfinite="skip"), data=digits)
-    with torch.no_grad():
-        for p in trainer.model.decoder.parameters():
-            p.fill_(float("nan"))
-    result = trainer.fit()
-    assert result.skipped_steps == trainer.steps_per_epoch
+    original = Trainer.evaluate
+    calls = {"n": 0}
+
+    def nan_every_other(self, batch):
+        output = original(self, batch)
+        calls["n"] += 1
+        if calls["n"] % 2 == 0 and self.model.training:  # steps 2, 4, 6 of 7: 3 of 7 skipped
+            output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(Trainer, "evaluate", nan_every_other)
+    result = trainer.fit()  # 3 of 7 is below the stated share: the run goes on
+    assert result.skipped_steps == 3
+
+    def nan_mostly(self, batch):
+        output = original(self, batch)
+        if self.model.training and self.global_step % 7 != 0:  # 6 of 7 skipped
+            output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(Trainer, "evaluate", nan_mostly)
+    with pytest.raises(FloatingPointError, match="6 of 7 steps of epoch 1 were non-finite and skipped"):
+        Trainer(small_config(tmp_path / "mostly", epochs=1, nonfinite="skip"), data=digits).fit()

@@ -179,4 +179,3 @@ def cluster_evaluation(
     result = run_probe(probe, x, y, x, y, eval_x, eval_y).to_dict()
     result.pop("val_accuracy", None)
     return result
-
