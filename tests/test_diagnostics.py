@@ -207,6 +207,11 @@ def test_iwae_converges_to_exact_log_evidence() -> None:
         errors[k] = float((iwae - exact).abs().mean())
     assert errors[1000] < errors[1] / 10
     assert errors[1000] < 0.1  # nats per item; seeded (measured 0.046; K = 1: 3.2)
+    # the library's own estimate, as reported: the IWAE bound, not the mean log weight (the ELBO)
+    evidence = evidence_summary(samples, eight_bit=False)
+    assert evidence["log_px_iwae_nats"] == pytest.approx(float(iwae.mean()), abs=1e-9)
+    assert abs(evidence["log_px_iwae_nats"] - float(exact.mean())) < 0.1
+    assert evidence["iwae_minus_elbo_nats"] > 0.1  # a wider guide: the ELBO is clearly lower
     _, khat, _ = pareto_summary(samples)
     assert (khat < 0.5).all()  # a wider proposal: light-tailed ratios
 

@@ -113,6 +113,7 @@ NEW_RUN_CASES = [
         "likelihood.scale: expected a number",
     ),
     ("bad value", ["lr=-1"], "lr must be a positive finite number, got -1.0"),
+    ("zero learning rate", ["lr=0"], "lr must be a positive finite number, got 0"),
     ("bad choice", ["nonfinite=maybe"], "nonfinite must be 'stop' or 'skip', got 'maybe'"),
     ("unknown device", ["device=tpu"], "unknown device 'tpu'; accepted: auto, cpu, cuda, cuda:N"),
     ("missing model", ["model=none"], "model cannot be none"),
