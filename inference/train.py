@@ -43,7 +43,6 @@ from typing import Any
 
 import torch
 
-from pssl.augment import build_augmenter
 from pssl.config import Config
 from pssl.data import DataSplits
 from pssl.datasets import evaluation_splits
