@@ -672,3 +672,38 @@ def test_content_probe_timing_on_60000_by_10_features() -> None:
         print(f"{probe}: accuracy {values['accuracy']:.4f} in {values['seconds']:.2f} s")
     print(f"content evaluation of 60,000 x 10 features: {total:.1f} s on {torch.get_num_threads()} threads")
     assert result["linear"]["accuracy"] > 0.5
+
+
+# --- what the probes fit on (leakage and selection checks) -----------------------------------------
+
+
+def probe_problem(seed: int = 0):
+    """Train and validation splits with deliberately different feature statistics."""
+    g = np.random.default_rng(seed)
+    train_x = g.normal(0.0, 1.0, size=(120, 5))
+    train_y = (train_x[:, 0] + 0.5 * g.normal(size=120) > 0).astype(np.int64)
+    val_x = g.normal(3.0, 4.0, size=(60, 5))  # shifted and wider: a scaler fitted on it differs
+    val_y = (val_x[:, 0] - 3.0 + 0.5 * g.normal(size=60) > 0).astype(np.int64)
+    return train_x, train_y, val_x, val_y
+
+
+def test_mlp_probe_standardises_with_training_statistics_only() -> None:
+    from pssl.evaluation.mlp import MLPProbe
+
+    train_x, train_y, val_x, val_y = probe_problem()
+    probe = MLPProbe(hidden=8, max_steps=20, patience=5).fit(train_x, train_y, val_x, val_y)
+    np.testing.assert_allclose(probe.scaler_.mean_, train_x.mean(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(probe.scaler_.scale_, train_x.std(0), rtol=1e-12, atol=0)
+
+
+def test_linear_probe_selects_c_on_validation_accuracy() -> None:
+    from pssl.evaluation.linear import LinearProbe
+
+    train_x, train_y, val_x, val_y = probe_problem()
+    probe = LinearProbe().fit(train_x, train_y, val_x, val_y)
+    by_c = probe.diagnostics_["val_accuracy_by_C"]
+    for c, reported in by_c.items():  # each reported score is the refitted estimator's validation accuracy
+        refit = probe.estimator(float(c)).fit(train_x, train_y)
+        assert reported == pytest.approx(float((refit.predict(val_x) == val_y).mean())), c
+    best = max(sorted(by_c, key=float), key=lambda c: (by_c[c], -float(c)))
+    assert probe.selected_["C"] == pytest.approx(float(best))
