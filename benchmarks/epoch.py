@@ -58,7 +58,7 @@ from benchmarks.common import (
     write_json,
 )
 from pssl.config import Component, Config
-from pssl.data import DataSplits, load_dataset
+from pssl.datasets import DataSplits, load_dataset
 from pssl.inference.train import Trainer, train
 
 MEMORY_GOAL_GIB = 3.0

@@ -68,7 +68,7 @@ from benchmarks.common import (
     write_json,
 )
 from pssl.config import Component, Config
-from pssl.data import DataSplits, TensorData
+from pssl.datasets import DataSplits, TensorData
 from pssl.inference.train import Trainer
 from pssl.models.base import ViewBatch
 from pssl.models.likelihoods import BernoulliLikelihood, GaussianLikelihood

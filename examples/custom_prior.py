@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pssl.config import Component, Config
-from pssl.data import load_dataset
+from pssl.datasets import load_dataset
 from pssl.evaluation import evaluate_content
 from pssl.inference.train import train
 from pssl.models.encoders import GaussianEncoder

@@ -31,8 +31,7 @@ import torch
 
 from pssl.augment import ViewAugmenter, build_augmenter
 from pssl.config import Component, Config
-from pssl.data import DataSplits, load_dataset
-from pssl.datasets import dataset_defaults
+from pssl.datasets import DataSplits, dataset_defaults, load_dataset
 from pssl.datasets.core import as_float_images
 from pssl.inference.distributed import (
     DistributedContext,

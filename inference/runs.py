@@ -23,8 +23,7 @@ from typing import Any
 
 from pssl.augment import build_augmenter
 from pssl.config import Config, ConfigError
-from pssl.data import DATASETS, DataSplits, load_dataset
-from pssl.datasets import evaluation_splits
+from pssl.datasets import DATASETS, DataSplits, evaluation_splits, load_dataset
 from pssl.inference.checkpoint import (
     CheckpointError,
     list_checkpoints,

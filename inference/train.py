@@ -44,8 +44,7 @@ from typing import Any
 import torch
 
 from pssl.config import Config
-from pssl.data import DataSplits
-from pssl.datasets import evaluation_splits
+from pssl.datasets import DataSplits, evaluation_splits
 from pssl.inference.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -67,6 +66,7 @@ from pssl.inference.compose import (
 )
 from pssl.inference.distributed import DistributedContext, derive_seed, resolve_device, step_seed
 from pssl.inference.objectives import NonFiniteError, ObjectiveOutput, method_errors
+from pssl.inference.runs import load_run  # loading a run lives with its checks in runs
 from pssl.models.base import MODELS, SSLModel, ViewBatch
 from pssl.rundir import RESUMABLE_CHANGES, RunLock, claim, write_csv, write_json
 
@@ -743,6 +743,7 @@ __all__ = [
     "TrainingInterrupted",
     "resolve_device",
     "build_from_config",
+    "load_run",
     "resolve_config",
     "seed_everything",
     "train",

@@ -9,7 +9,7 @@ Gaussian p(y) and p(z | y). The training configuration
 
 Example::
 
-    from pssl.data import load_dataset
+    from pssl.datasets import load_dataset
     from pssl.models import build_for_data
 
     data = load_dataset("digits", seed=0)
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pssl.config import Component
-from pssl.data import DataSplits, TensorData
+from pssl.datasets import DataSplits, TensorData
 from pssl.models.base import ModelSpec, SSLModel, build_model
 from pssl.models.likelihoods import default_likelihood
 from pssl.networks import default_networks

@@ -51,7 +51,7 @@ from pyro import poutine
 from torch import nn
 
 from pssl.collectives import gather, gather_with_grad, local_rows, world_size
-from pssl.data import split_modalities
+from pssl.datasets import split_modalities
 from pssl.models.base import MODELS, ModelSpec, ViewBatch, check_num_views
 from pssl.models.discriminative import (
     PointMassSSL,

@@ -3,7 +3,7 @@ r"""Two-modality data for the paired methods, and SimVAE over modalities.
 Paired-data convention (shared by ``clip`` and ``simvae-multimodal``): one
 stored image holds both modalities stacked along the height, modality A the
 top half (rows ``0 .. H//2 - 1``) and modality B the bottom half (see
-:func:`pssl.data.split_modalities` and the ``paired-<base>`` data sets). The
+:func:`pssl.datasets.split_modalities` and the ``paired-<base>`` data sets). The
 data, the augmentations and the training loop therefore need nothing new. To
 train on your own pairs, concatenate them along the height (``torch.cat([a, b],
 dim=-2)``, equal widths and channels) and pass the result as the data set's
@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pssl.data import split_modalities
+from pssl.datasets import split_modalities
 from pssl.models.base import MODELS, ModelSpec, ViewBatch
 from pssl.models.encoders import GaussianEncoder
 from pssl.models.likelihoods import Likelihood, build_likelihood

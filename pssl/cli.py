@@ -33,7 +33,7 @@ PROBES = ("linear", "mlp", "knn", "cluster")
 
 def _registries() -> list[tuple[str, object]]:
     from pssl.augment import AUGMENTATIONS
-    from pssl.data import DATASETS
+    from pssl.datasets import DATASETS
     from pssl.inference.objectives import OBJECTIVES
     from pssl.models import LIKELIHOODS, MODELS, PRIORS, VIEW_PRIORS
     from pssl.networks import DECODERS, ENCODERS

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pssl.config import Config
-from pssl.data import DataSplits
+from pssl.datasets import DataSplits
 from pssl.datasets.core import as_float_images
 from pssl.inference.train import TrainResult, default_run_dir, train
 from pssl.models.base import SSLModel

@@ -108,7 +108,7 @@ def test_data_outside_likelihood_support_is_refused_before_training(tmp_path: Pa
     import torch
 
     from pssl.config import Component, Config
-    from pssl.data import DataSplits, TensorData
+    from pssl.datasets import DataSplits, TensorData
     from pssl.inference.train import train
 
     images = torch.rand(40, 1, 8, 8) * 4 - 2  # standardised-looking data, outside [0, 1]

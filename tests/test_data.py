@@ -1,4 +1,4 @@
-"""Tests for pssl.data: containers, file readers, synthetic generators and the registry."""
+"""Tests for pssl.datasets: containers, file readers, synthetic generators and the registry."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 import pssl.datasets.core as core
 import pssl.datasets.mnist as mnist_module
-from pssl.data import (
+from pssl.datasets import (
     DATASETS,
     PALETTE,
     DataNotFoundError,

@@ -11,14 +11,16 @@ import torch
 
 from pssl.augment import AUGMENTATIONS, build_augmenter
 from pssl.config import Component, Config, apply_overrides, parse_overrides
-from pssl.data import DATASETS, load_dataset, write_idx
 from pssl.datasets import (
+    DATASETS,
     DatasetDefaults,
     DataSplits,
     TensorData,
     dataset_defaults,
     descriptor,
     evaluation_splits,
+    load_dataset,
+    write_idx,
 )
 from pssl.datasets.descriptor import register_dataset
 from pssl.inference.compose import resolve_config

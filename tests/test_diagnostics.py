@@ -27,7 +27,7 @@ from torch import nn
 
 from pssl.augment import ViewAugmenter
 from pssl.config import Component, Config
-from pssl.data import load_dataset
+from pssl.datasets import load_dataset
 from pssl.diagnostics import (
     LOO_REFUSAL,
     LooNotApplicableError,

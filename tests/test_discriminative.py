@@ -18,7 +18,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch import nn
 
 from pssl.config import Component, Config
-from pssl.data import load_dataset, split_modalities
+from pssl.datasets import load_dataset, split_modalities
 from pssl.inference.objectives import ELBO
 from pssl.inference.runs import load_run
 from pssl.inference.train import train

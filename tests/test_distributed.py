@@ -41,7 +41,7 @@ from torch import nn
 
 from pssl.collectives import gather_with_grad, local_rows, world_size
 from pssl.config import Component, Config
-from pssl.data import DataSplits, TensorData
+from pssl.datasets import DataSplits, TensorData
 from pssl.inference.distributed import (
     DistributedContext,
     derive_seed,

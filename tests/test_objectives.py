@@ -21,7 +21,7 @@ from torch import nn
 
 from pssl.cli import main
 from pssl.config import Component, Config
-from pssl.data import load_dataset
+from pssl.datasets import load_dataset
 from pssl.inference.compose import compose
 from pssl.inference.objectives import OBJECTIVES, Objective, ObjectiveError, build_objective
 from pssl.inference.train import Trainer, train

@@ -31,8 +31,7 @@ from pyro.infer import Trace_ELBO
 
 from pssl.augment import build_augmenter
 from pssl.config import Config, apply_overrides, parse_overrides
-from pssl.data import load_dataset
-from pssl.datasets import dataset_defaults
+from pssl.datasets import dataset_defaults, load_dataset
 from pssl.models import build_for_data
 from pssl.models.losses import barlow_twins_terms, moco_terms, nt_xent_terms, published_loss, vicreg_terms
 

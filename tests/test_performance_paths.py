@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pssl.config import Component, Config
-from pssl.data import DataSplits, TensorData
+from pssl.datasets import DataSplits, TensorData
 from pssl.inference.objectives import ELBO, validation_disabled
 from pssl.inference.train import Trainer
 from pssl.models import sites

@@ -16,8 +16,7 @@ from pyro.infer import SVI, JitTrace_ELBO, Predictive, Trace_ELBO
 
 from pssl.augment import build_augmenter
 from pssl.config import Component
-from pssl.data import load_dataset
-from pssl.datasets import dataset_defaults
+from pssl.datasets import dataset_defaults, load_dataset
 from pssl.models import MODELS, SSLModel, ViewBatch, build_for_data
 
 SMALL = {"encoder": Component("mlp", {"hidden": (32,)}), "decoder": Component("mlp", {"hidden": (32,)})}

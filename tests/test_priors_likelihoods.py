@@ -18,7 +18,7 @@ from torch import nn
 
 from pssl.augment import build_augmenter
 from pssl.config import Component, Config
-from pssl.data import load_dataset
+from pssl.datasets import load_dataset
 from pssl.inference.objectives import ELBO
 from pssl.inference.train import train
 from pssl.models.base import ModelSpec, ViewBatch, build_model

@@ -20,7 +20,7 @@ import torch
 
 from pssl.augment import ColorJitter, RandomResizedCrop, RandomVerticalFlip, Threshold, build_augmenter
 from pssl.config import Component, ConfigError
-from pssl.data import DataSplits, TensorData
+from pssl.datasets import DataSplits, TensorData
 from pssl.inference.train import build_from_config, resolve_config
 from pssl.recipes import (
     config_from_tokens,

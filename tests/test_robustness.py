@@ -30,7 +30,7 @@ import torch
 
 from pssl.cli import main
 from pssl.config import Config, apply_overrides, parse_overrides
-from pssl.data import DataSplits, TensorData, write_idx
+from pssl.datasets import DataSplits, TensorData, write_idx
 from pssl.inference.checkpoint import CHECKPOINT_FORMAT, list_checkpoints, load_checkpoint
 from pssl.inference.train import Trainer, train
 from pssl.models.base import MODELS

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pssl.config import Component, Config
-from pssl.data import load_dataset
+from pssl.datasets import load_dataset
 from pssl.inference.checkpoint import (
     CHECKPOINT_FORMAT,
     MIGRATIONS,

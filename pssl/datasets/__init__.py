@@ -1,7 +1,7 @@
 """Data sets for ``pssl``: in-memory splits, file readers and synthetic generators.
 
 Importing this package registers every data set in :data:`DATASETS`; use
-:func:`load_dataset` (or :mod:`pssl.data`, which re-exports this API).
+:func:`load_dataset` (or :mod:`pssl.datasets`, which re-exports this API).
 """
 
 from __future__ import annotations

@@ -377,7 +377,7 @@ class DataSplits:
         test: Held-out items.
         name: Registered name of the data set.
         paired: True for multi-modal paired data, whose images hold two
-            modalities that :func:`pssl.data.split_modalities` separates.
+            modalities that :func:`pssl.datasets.split_modalities` separates.
     """
 
     train: TensorData
