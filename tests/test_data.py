@@ -734,3 +734,19 @@ def test_palette_colours_are_distinct() -> None:
     rgb = torch.tensor([c for _, c in PALETTE], dtype=torch.float32)
     distances = torch.cdist(rgb, rgb) + torch.eye(len(rgb)) * 1e9
     assert distances.min() > 100
+
+
+def test_mnist_tests_look_beside_the_clone_and_ci_requires_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MNIST is found relative to the repository root; `.ci/run` makes its tests fail, not skip."""
+    from conftest import REPO_ROOT, find_shared_mnist
+
+    monkeypatch.delenv("PSSL_TEST_MNIST", raising=False)
+    _, tried = find_shared_mnist()
+    assert tried[0] == REPO_ROOT.parent / "shared" / "data" / "mnist"  # ../shared/data/mnist first
+    # only <an ancestor of the repository root>/shared/data/mnist, no machine-specific absolute path
+    assert all(
+        p.parts[-3:] == ("shared", "data", "mnist") and REPO_ROOT.is_relative_to(p.parents[2]) for p in tried
+    )
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "export PSSL_REQUIRE_MNIST=1" in ci
+    assert ci.index("export PSSL_REQUIRE_MNIST=1") < ci.index("python3 -m pytest")
