@@ -441,13 +441,48 @@ class MoCo(SingleEncoderSSL):
         }
 
 
+MOCO_MAX_QUEUE = 4096
+"""The queue MoCo takes when the data set can fill it (MoCo v2 uses 65,536 on ImageNet's 1.28M images)."""
+
+
+def default_queue_size(num_items: int, keys_per_step: int) -> int:
+    """The queue a data set of ``num_items`` training items can fill, for steps of ``keys_per_step`` keys.
+
+    At most :data:`MOCO_MAX_QUEUE` and at most half the training items (so the
+    negatives are other items' keys, from the last few steps), rounded down to
+    a whole number of steps, and at least one step of keys.
+
+    Raises:
+        ValueError: when the data set holds no more than one step of keys.
+    """
+    if num_items <= keys_per_step:
+        raise ValueError(
+            f"moco needs more training items ({num_items}) than keys per step ({keys_per_step}) to fill a "
+            "queue of other items' keys; use a smaller batch_size"
+        )
+    fitting = min(MOCO_MAX_QUEUE, num_items // 2)
+    return max(keys_per_step, fitting // keys_per_step * keys_per_step)
+
+
+def moco_data_defaults(options: dict, *, num_items: int, batch_size: int) -> dict:
+    """Options MoCo derives from the data when the user left them unset: ``queue_size``.
+
+    The training loop records the result in the run's ``config.json`` (model options).
+    """
+    if options.get("queue_size") is not None:
+        return {}
+    return {"queue_size": default_queue_size(num_items, batch_size)}
+
+
 @MODELS.register(
-    "moco", help="MoCo v2: query encoder, momentum key encoder and a queue of negatives (InfoNCE)"
+    "moco",
+    help="MoCo v2: query encoder, momentum key encoder and a queue of negatives (InfoNCE); "
+    "queue_size defaults to what the data set can fill (at most 4096)",
 )
 def build_moco(
     *,
     spec: ModelSpec,
-    queue_size: int = 4096,
+    queue_size: int | None = None,
     momentum: float = 0.999,
     temperature: float = 0.2,
     proj_hidden: int = 512,
@@ -456,7 +491,12 @@ def build_moco(
     proj_batch_norm: bool = False,
     representation: Representation = "backbone",
 ) -> MoCo:
-    """MoCo v2 with an MLP head (no batch norm, as MoCo v2); ``queue_size`` must stay below the data size."""
+    """MoCo v2 with an MLP head (no batch norm, as MoCo v2); ``queue_size`` must stay below the data size.
+
+    ``queue_size=None`` is resolved from the data by :func:`moco_data_defaults`
+    (the training loop and :func:`pssl.models.build_for_data` do this); built
+    without data it is :data:`MOCO_MAX_QUEUE`.
+    """
     check_num_views("moco", spec.num_views, 2)
     backbone, head = backbone_and_head(
         spec,
@@ -468,8 +508,11 @@ def build_moco(
     return MoCo(
         backbone,
         head,
-        queue_size=queue_size,
+        queue_size=MOCO_MAX_QUEUE if queue_size is None else queue_size,
         momentum=momentum,
         temperature=temperature,
         representation=representation,
     )
+
+
+build_moco.data_defaults = moco_data_defaults  # type: ignore[attr-defined]

@@ -248,8 +248,10 @@ def cmd_compare(overrides: list[str]) -> int:
 
     result = run_compare(overrides)
     print(result["table"])
+    for pair, error in result["failures"].items():
+        print(f"failed: {pair}: {error}", file=sys.stderr)
     print(f"\nreport: {result['report']}")
-    return 0
+    return 1 if result["failures"] else 0
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:

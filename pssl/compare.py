@@ -2,11 +2,23 @@
 
 For every (model, seed) pair the run goes to ``OUT/<model>-seed<seed>``; a pair
 whose ``metrics.json`` exists for the same configuration is reused, and an
-interrupted pair resumes from its last checkpoint. The outputs are
+interrupted pair resumes from its last checkpoint. A run directory is identified
+by its resolved absolute path and its configuration (not the ``out`` recorded in
+it), so a relative and an absolute ``out=`` for one folder, or a moved copy of a
+comparison, are the same runs.
+
+Models are registered methods or baselines (:mod:`pssl.baselines`: ``pixels``,
+``pca``, ``random``, ``supervised``). Everything is checked before any training:
+model, data set and component names and options, probe names and options,
+duplicate models or seeds (refused). A pair that fails is reported by name with
+its one-line error (and listed in ``results.md``); the other pairs continue.
+
+The outputs are
 
 * ``results.csv``: one row per run, every scalar metric flattened to a column;
-* ``results.md``: a table per metric of the mean and a 95% interval across seeds
-  (Student-t: ``mean +- t_{0.975, n-1} * sd / sqrt(n)``; no interval for one seed);
+* ``results.md``: a table per metric of the mean, a 95% interval and the number
+  of seeds ``n`` (Student-t: ``mean +- t_{0.975, n-1} * sd / sqrt(n)``; no interval
+  for one seed);
 * ``report.md``: the tables and figures — bar charts of content and style scores,
   a 2-D embedding (PCA) of each method's test representations coloured by class and
   by each style factor, the reconstructions and prior samples of generative
@@ -88,6 +100,8 @@ def parse_compare(tokens: list[str]) -> ComparePlan:
         elif key == "probes":
             probes = tuple(p.strip() for p in value.split(",") if p.strip())
         elif key == "out":
+            if not value:
+                raise ConfigError("out= needs a folder")
             out = Path(value)
         else:
             rest.append(token)
@@ -95,15 +109,77 @@ def parse_compare(tokens: list[str]) -> ComparePlan:
         raise ConfigError("compare needs models=NAME,NAME,... (see `pssl list` for the names)")
     if not seeds:
         raise ConfigError("compare needs at least one seed (seeds=0,1,2)")
-    from pssl.models import MODELS
-
-    for name in models:
-        MODELS.entry(name)  # unknown names fail before any training
+    _refuse_duplicates("models", models)
+    _refuse_duplicates("seeds", seeds)
     from pssl.recipes import config_from_tokens
 
     # recipe=NAME / config=PATH choose the base; progress bars off unless asked for
     base = config_from_tokens(["progress=false", *rest])
-    return ComparePlan(models=models, seeds=seeds, base=base, out=out, probes=probes)
+    plan = ComparePlan(models=models, seeds=seeds, base=base, out=resolve_out(out), probes=probes)
+    check_plan(plan)
+    return plan
+
+
+def resolve_out(out: str | Path) -> Path:
+    """The comparison folder as a resolved absolute path (``~`` expanded, links followed)."""
+    return Path(out).expanduser().resolve()
+
+
+def _refuse_duplicates(name: str, values: tuple[Any, ...]) -> None:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{name} lists {', '.join(repeated)} more than once; each (model, seed) pair is one run, "
+            f"so a repeat would count one run twice (give each {name[:-1]} once)"
+        )
+
+
+def check_plan(plan: ComparePlan) -> None:
+    """Check every option of every pair before any training.
+
+    Model names (registered methods or baselines), model options, the data set and
+    its options, every named component and its options, and the probes and their
+    options: all are resolved here, so a typo fails in seconds, not after a pair
+    has trained.
+
+    Raises:
+        ConfigError: naming the bad value and the accepted ones.
+    """
+    from pssl.augment import AUGMENTATIONS
+    from pssl.baselines import BASELINES, is_baseline
+    from pssl.data import DATASETS
+    from pssl.evaluation import check_evaluation
+    from pssl.models import LIKELIHOODS, MODELS, PRIORS, VIEW_PRIORS
+    from pssl.networks import DECODERS, ENCODERS
+
+    try:
+        for name in plan.models:
+            if is_baseline(name):
+                if plan.base.model.options:
+                    raise ConfigError(f"baseline {name!r} takes no model options")
+                continue
+            if name not in MODELS:
+                accepted = ", ".join([*MODELS.names(), *BASELINES])
+                raise ConfigError(f"unknown model {name!r}; accepted: {accepted}")
+            MODELS.resolve_options(name, run_config(plan, name, plan.seeds[0]).model.options)
+        DATASETS.resolve_options(plan.base.data.name, plan.base.data.options)
+        registries = {
+            "prior": PRIORS,
+            "view_prior": VIEW_PRIORS,
+            "likelihood": LIKELIHOODS,
+            "encoder": ENCODERS,
+            "decoder": DECODERS,
+            "augment": AUGMENTATIONS,
+        }
+        for field, registry in registries.items():
+            component = getattr(plan.base, field)
+            if component is not None:
+                registry.resolve_options(component.name, component.options)
+        check_evaluation(plan.probes)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
 
 
 def run_config(plan: ComparePlan, model: str, seed: int) -> Config:
@@ -129,6 +205,7 @@ def _owned_by_compare(entry: Path) -> bool:
 
 def run_pair(plan: ComparePlan, model: str, seed: int) -> tuple[dict[str, Any], str]:
     """Train and evaluate one pair, reusing or resuming earlier work. Returns (metrics, what was done)."""
+    from pssl.baselines import is_baseline, run_baseline
     from pssl.experiment import finish_run, run_experiment
     from pssl.inference.runs import load_run
 
@@ -139,6 +216,8 @@ def run_pair(plan: ComparePlan, model: str, seed: int) -> tuple[dict[str, Any], 
         metrics = json.loads(metrics_file.read_text())
         if metrics.get("training", {}).get("epochs") == config.epochs:
             return metrics, "reused"
+    if is_baseline(model):
+        return run_baseline(config, probes=plan.probes, augmentation_style=True), "built"
     if list_checkpoints(run_dir):
         if not _same_config(run_dir, config):
             raise ConfigError(
@@ -161,7 +240,7 @@ def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Scalar leaves of a nested metrics dict as ``a.b.c`` columns (hyperparameters left out)."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
-        if key in ("protocol", "selected", "final_terms_nats_per_item") and prefix.count(".") < 3:
+        if key in ("protocol", "selected", "settings", "final_terms_nats_per_item") and prefix.count(".") < 3:
             if key != "final_terms_nats_per_item":
                 continue
         name = f"{prefix}{key}"
@@ -257,6 +336,13 @@ def metric_label(metric: str) -> str:
     return metric
 
 
+def format_cell(mean: float, half: float, n: int) -> str:
+    """``mean ± half-width (n=N)``; one seed has no interval: ``mean (n=1)``."""
+    if math.isnan(half):
+        return f"{mean:.3f} (n={n})"
+    return f"{mean:.3f} ± {half:.3f} (n={n})"
+
+
 def markdown_tables(rows: list[dict[str, Any]], metrics: list[str], models: tuple[str, ...]) -> str:
     lines = ["| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for metric in metrics:
@@ -266,8 +352,7 @@ def markdown_tables(rows: list[dict[str, Any]], metrics: list[str], models: tupl
             if model not in stats:
                 cells.append("-")
                 continue
-            mean, half, n = stats[model]
-            cells.append(f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}")
+            cells.append(format_cell(*stats[model]))
         lines.append(f"| {metric_label(metric)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -316,6 +401,7 @@ def bar_chart(
 
 def embedding_figure(plan: ComparePlan, path: Path, *, max_points: int = 2000) -> Path | None:
     """PCA of each model's (first seed's) test representations, coloured by class and by each style factor."""
+    from pssl.baselines import is_baseline
     from pssl.evaluation import extract_features
     from pssl.inference.runs import load_run
 
@@ -323,6 +409,8 @@ def embedding_figure(plan: ComparePlan, path: Path, *, max_points: int = 2000) -
     seed = plan.seeds[0]
     panels = []
     for model in plan.models:
+        if is_baseline(model):
+            continue  # no trained model to load; its numbers are in the tables
         run_dir = plan.out / f"{model}-seed{seed}"
         try:
             result = load_run(run_dir)
@@ -378,10 +466,18 @@ def run_compare(tokens: list[str]) -> dict[str, Any]:
 
 def _run_claimed(plan: ComparePlan) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
     for model in plan.models:
         for seed in plan.seeds:
             logger.info("[compare] %s seed %s ...", model, seed)
-            metrics, action = run_pair(plan, model, seed)
+            try:
+                metrics, action = run_pair(plan, model, seed)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # one failed pair must not lose the others
+                failures[f"{model} seed {seed}"] = one_line_error(err)
+                logger.error("[compare] %s seed %s failed: %s", model, seed, failures[f"{model} seed {seed}"])
+                continue
             logger.info("[compare] %s seed %s: %s", model, seed, action)
             row: dict[str, Any] = {
                 "model": model,
@@ -390,18 +486,38 @@ def _run_claimed(plan: ComparePlan) -> dict[str, Any]:
             }
             row.update(label_objective_columns(flatten(metrics), metrics))
             rows.append(row)
-    return write_report(plan, rows)
+    return write_report(plan, rows, failures)
 
 
-def write_report(plan: ComparePlan, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    write_csv(plan.out / "results.csv", rows)
+def one_line_error(err: BaseException) -> str:
+    """``Type: first line of the message`` (the message of a chained error, when it has none)."""
+    message = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+    return f"{type(err).__name__}: {message}"
+
+
+def failure_lines(failures: dict[str, str]) -> list[str]:
+    """Markdown lines listing each failed pair and its one-line error."""
+    if not failures:
+        return []
+    return ["", "Failed pairs (not in the table):", ""] + [
+        f"- {pair}: {error}" for pair, error in failures.items()
+    ]
+
+
+def write_report(
+    plan: ComparePlan, rows: list[dict[str, Any]], failures: dict[str, str] | None = None
+) -> dict[str, Any]:
+    failures = dict(failures or {})
+    if rows:
+        write_csv(plan.out / "results.csv", rows)
     metrics = headline_metrics(rows)
     table = markdown_tables(rows, metrics, plan.models)
     write_text(
         plan.out / "results.md",
         f"# {plan.base.data.name}: {', '.join(plan.models)} over seeds {', '.join(map(str, plan.seeds))}\n\n"
-        "Mean ± half-width of the 95% Student-t interval across seeds. Accuracies are fractions of the test "
-        "split; style scores are accuracy (discrete factors) or R² (continuous factors).\n\n" + table + "\n",
+        "Each cell: mean ± half-width of the 95% Student-t interval across seeds, and the number of "
+        "seeds n. Accuracies are fractions of the test split; style scores are accuracy (discrete "
+        "factors) or R² (continuous factors).\n\n" + table + "\n" + "\n".join(failure_lines(failures)) + "\n",
     )
     figures = []
     content = [m for m in metrics if m.startswith("content.") and m.endswith(".accuracy")]
@@ -419,7 +535,7 @@ def write_report(plan: ComparePlan, rows: list[dict[str, Any]]) -> dict[str, Any
     structure = _structure_figure(plan)
     if structure is not None:
         figures.append(structure)
-    lines = [f"# Comparison report: {plan.base.data.name}", "", table, ""]
+    lines = [f"# Comparison report: {plan.base.data.name}", "", table, *failure_lines(failures), ""]
     for figure in figures:
         lines += [f"![{figure.stem}]({figure.name})", ""]
     lines += ["## Runs", ""]
@@ -434,6 +550,7 @@ def write_report(plan: ComparePlan, rows: list[dict[str, Any]]) -> dict[str, Any
     write_text(report, "\n".join(lines) + "\n")
     return {
         "rows": rows,
+        "failures": failures,
         "table": table,
         "report": report,
         "results_csv": plan.out / "results.csv",
@@ -461,10 +578,13 @@ def structure_of_run(run_dir: Path, *, max_items: int = 1024) -> dict[str, Any]:
 
 def _structure_figure(plan: ComparePlan) -> Path | None:
     """Latent-structure diagnostics of every method side by side (first seed), also in structure.json."""
+    from pssl.baselines import is_baseline
     from pssl.diagnostics import compare_structure
 
     results = {}
     for model in plan.models:
+        if is_baseline(model):
+            continue
         try:
             results[model] = structure_of_run(plan.out / f"{model}-seed{plan.seeds[0]}")
         except (ValueError, RuntimeError, OSError) as err:  # a failed diagnostic must not lose the comparison

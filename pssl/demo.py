@@ -21,7 +21,7 @@ from pssl.compare import run_compare
 
 logger = logging.getLogger(__name__)
 
-DEMO_MODELS = ("simvae", "vae", "simclr", "vicreg")
+DEMO_MODELS = ("simvae", "vae", "simclr", "vicreg", "pixels", "pca", "random", "supervised")
 DEMO_DATA = ("digits", "styled-digits")
 DEMO_SETTINGS = [
     "encoder=mlp",
