@@ -330,7 +330,10 @@ class MoCo(SingleEncoderSSL):
         backbone, head: the query networks ``f_q``, ``g_q``; the key networks start as copies.
         queue_size: K negatives. Must be at least the batch size and smaller than the
             number of training items (else the queue holds older keys of the very items
-            it is asked to tell apart); checked at the first training step.
+            it is asked to tell apart); checked at the first training step. ``None``
+            (the default): what the data set can fill (:func:`default_queue_size`),
+            chosen at the first training batch, which knows the number of items and
+            the keys per step; :meth:`describe` (hence ``config.json``) records it.
         momentum: m of the key networks' moving average (MoCo: 0.999).
         temperature: tau (MoCo v2: 0.2).
         representation: ``backbone`` or ``projection`` (of the query networks).
@@ -348,31 +351,50 @@ class MoCo(SingleEncoderSSL):
         backbone: nn.Module,
         head: nn.Module,
         *,
-        queue_size: int = 4096,
+        queue_size: int | None = None,
         momentum: float = 0.999,
         temperature: float = 0.2,
         representation: str = "backbone",
     ) -> None:
         super().__init__(backbone, head, representation=representation)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise ValueError(f"queue_size must be a positive integer, got {queue_size!r}")
+        if queue_size is not None and (
+            isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1
+        ):
+            raise ValueError(f"queue_size must be a positive integer or None (fit the data), got {queue_size!r}")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self.temperature = check_positive("temperature", temperature)
         self.momentum = float(momentum)
         self.queue_size = queue_size
+        self.queue_from_data = queue_size is None
         self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.key_head = copy.deepcopy(head).requires_grad_(False)
-        queue = F.normalize(torch.randn(queue_size, head.output_dim), dim=-1)  # random unit keys, as MoCo
-        self.register_buffer("queue", queue)
+        self.register_buffer("queue", torch.empty(0, head.output_dim))
+        if queue_size is not None:
+            self._allocate_queue(queue_size)
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
         self._pending_keys: torch.Tensor | None = None
 
+    def _allocate_queue(self, size: int) -> None:
+        """A queue of ``size`` random unit keys (as MoCo starts), on the buffer's device and dtype."""
+        keys = F.normalize(torch.randn(size, self.queue.shape[1]), dim=-1)
+        self.queue = keys.to(self.queue.device, self.queue.dtype)
+        self.queue_size = size
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # A queue sized from the data is restored at the size the checkpoint holds.
+        saved = state_dict.get(prefix + "queue")
+        if isinstance(saved, torch.Tensor) and saved.shape != self.queue.shape and self.queue_from_data:
+            self._allocate_queue(saved.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def check_batch(self, batch: ViewBatch) -> None:
         _check_views("moco", batch, 2)
+        keys_per_step = batch.batch_size * world_size()
+        if self.queue_size is None:
+            self._allocate_queue(default_queue_size(batch.num_items, keys_per_step))
         if not self.training:
             return
-        keys_per_step = batch.batch_size * world_size()
         if self.queue_size < keys_per_step:
             raise ValueError(
                 f"moco's queue_size={self.queue_size} is smaller than the {keys_per_step} keys of one step; "
@@ -435,6 +457,7 @@ class MoCo(SingleEncoderSSL):
     def describe(self) -> dict[str, object]:
         return {
             "queue_size": self.queue_size,
+            "queue_size_from_data": self.queue_from_data,
             "momentum": self.momentum,
             "temperature": self.temperature,
             "representation": self.representation,
@@ -464,16 +487,6 @@ def default_queue_size(num_items: int, keys_per_step: int) -> int:
     return max(keys_per_step, fitting // keys_per_step * keys_per_step)
 
 
-def moco_data_defaults(options: dict, *, num_items: int, batch_size: int) -> dict:
-    """Options MoCo derives from the data when the user left them unset: ``queue_size``.
-
-    The training loop records the result in the run's ``config.json`` (model options).
-    """
-    if options.get("queue_size") is not None:
-        return {}
-    return {"queue_size": default_queue_size(num_items, batch_size)}
-
-
 @MODELS.register(
     "moco",
     help="MoCo v2: query encoder, momentum key encoder and a queue of negatives (InfoNCE); "
@@ -493,9 +506,8 @@ def build_moco(
 ) -> MoCo:
     """MoCo v2 with an MLP head (no batch norm, as MoCo v2); ``queue_size`` must stay below the data size.
 
-    ``queue_size=None`` is resolved from the data by :func:`moco_data_defaults`
-    (the training loop and :func:`pssl.models.build_for_data` do this); built
-    without data it is :data:`MOCO_MAX_QUEUE`.
+    ``queue_size=None`` (the default) sizes the queue from the data at the first
+    batch (:func:`default_queue_size`: at most 4096 and half the training items).
     """
     check_num_views("moco", spec.num_views, 2)
     backbone, head = backbone_and_head(
@@ -508,11 +520,8 @@ def build_moco(
     return MoCo(
         backbone,
         head,
-        queue_size=MOCO_MAX_QUEUE if queue_size is None else queue_size,
+        queue_size=queue_size,
         momentum=momentum,
         temperature=temperature,
         representation=representation,
     )
-
-
-build_moco.data_defaults = moco_data_defaults  # type: ignore[attr-defined]
