@@ -360,7 +360,9 @@ class MoCo(SingleEncoderSSL):
         if queue_size is not None and (
             isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1
         ):
-            raise ValueError(f"queue_size must be a positive integer or None (fit the data), got {queue_size!r}")
+            raise ValueError(
+                f"queue_size must be a positive integer or None (fit the data), got {queue_size!r}"
+            )
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self.temperature = check_positive("temperature", temperature)

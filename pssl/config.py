@@ -113,6 +113,8 @@ class Config:
         nonfinite: ``stop`` (default) or ``skip`` a step whose loss or gradient is not finite.
         progress: show a progress bar.
         precision: ``fp32`` or ``bf16`` (autocast on CUDA).
+        logger: ``csv`` (history.csv, epochs.csv) or ``tensorboard`` (the CSV files and
+            TensorBoard events in ``RUN_DIR/tensorboard``; ``tensorboard --logdir runs/``).
     """
 
     model: Component = field(default_factory=lambda: Component("simvae"))
@@ -142,6 +144,7 @@ class Config:
     nonfinite: str = "stop"
     progress: bool = True
     precision: str = "fp32"
+    logger: str = "csv"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -179,6 +182,8 @@ class Config:
             raise ConfigError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.logger not in ("csv", "tensorboard"):
+            raise ConfigError(f"logger must be 'csv' or 'tensorboard', got {self.logger!r}")
 
     def with_defaults(self, defaults: dict[str, str]) -> Config:
         """A copy with the components the user left to the data filled from ``defaults``.

@@ -18,7 +18,7 @@ import torch
 from pssl.config import Config
 from pssl.datasets import DataSplits
 from pssl.datasets.core import as_float_images
-from pssl.inference.train import TrainResult, default_run_dir, train
+from pssl.inference.train import Trainer, TrainResult, default_run_dir
 from pssl.models.base import SSLModel
 from pssl.plots import image_grid, loss_curves
 from pssl.rundir import claim
@@ -49,10 +49,24 @@ def run_experiment(
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     with claim(run_dir) if main_process else contextlib.nullcontext():
-        result = train(config, data=data, model=model)
-        if not result.is_main:
-            return {}
-        return finish_run(result, probes=probes, augmentation_style=augmentation_style)
+        board = None
+        callbacks: dict[str, Any] = {}
+        if config.logger == "tensorboard" and main_process:
+            from pssl.tensorboard_logger import TensorBoardLogger
+
+            board = TensorBoardLogger(run_dir)
+            callbacks = {"on_epoch_end": board.on_epoch_end, "on_step_end": board.on_step_end}
+        try:
+            result = Trainer(config, data=data, model=model, **callbacks).fit()
+            if not result.is_main:
+                return {}
+            metrics = finish_run(result, probes=probes, augmentation_style=augmentation_style)
+            if board is not None:
+                board.log_embedding(result.model, result.data, int(metrics["training"].get("steps", 0)))
+            return metrics
+        finally:
+            if board is not None:
+                board.close()
 
 
 def finish_run(

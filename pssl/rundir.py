@@ -66,6 +66,7 @@ RESUMABLE_CHANGES = (
     "checkpoint_seconds",
     "device",
     "nonfinite",
+    "logger",
 )
 """Configuration fields that may differ between a run's record and a process continuing or reading it
 (``out``: a run directory may be moved or copied and used where it now is; ``nonfinite``: how

@@ -55,7 +55,9 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:  # the tensorboard package is a dependency; say how to get it
-            raise RuntimeError(f"logger=tensorboard needs the tensorboard package ({err}); pip install tensorboard")
+            raise RuntimeError(
+                f"logger=tensorboard needs the tensorboard package ({err}); pip install tensorboard"
+            ) from None
         self.log_dir = Path(run_dir) / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self.num_images = num_images

@@ -58,8 +58,6 @@ def paired_data(model: str) -> str:
 def test_train_smoke_every_model(tmp_path: Path, model: str, capsys) -> None:
     out = tmp_path / model
     extra = ["model.proj_batch_norm=true"] if model == "moco" else []
-    if model == "moco":
-        extra += ["model.queue_size=64"]
     code = main(["train", f"model={model}", f"data={paired_data(model)}", f"out={out}", *TINY, *extra])
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
@@ -146,3 +144,32 @@ def test_compare_writes_outputs_and_reuses_finished_runs(tmp_path: Path, capsys)
     assert main(tokens) == 0
     progress = capsys.readouterr().err  # progress is logged to stderr
     assert progress.count(": reused") == 4
+
+
+def test_moco_trains_with_its_defaults_on_digits(tmp_path: Path, capsys) -> None:
+    """``pssl train model=moco data=digits epochs=1``: the queue is sized to the data and recorded."""
+    out = tmp_path / "moco"
+    code = main(["train", "model=moco", "data=digits", "epochs=1", f"out={out}", "progress=false"])
+    assert code == 0, capsys.readouterr().err
+    resolved = json.loads((out / "config.json").read_text())["resolved"]["model"]
+    assert resolved["queue_size"] == 640 and resolved["queue_size_from_data"]  # 1,293 items, batch 64
+
+
+def test_tensorboard_logger_writes_curves_images_and_embedding(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    tiny = [t for t in TINY if not t.startswith(("epochs", "data.limit"))]
+    args = ["train", "model=simvae", "data=styled-digits", "data.limit=200", "epochs=2", "log_every=2"]
+    assert main([*args, "logger=tensorboard", f"out={out}", *tiny]) == 0
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in ("train/elbo", "train/lr", "epoch/train_elbo", "epoch/val_elbo", "epoch/lr"):
+        assert tag in scalars, (tag, sorted(scalars))
+    assert len(events.Scalars("epoch/val_elbo")) == 2  # one point per epoch
+    assert {"reconstructions", "prior_samples"} <= set(events.Tags()["images"])
+    projector = (out / "tensorboard" / "projector_config.pbtxt").read_text()
+    assert "representation" in projector
+    metadata = next((out / "tensorboard").rglob("metadata.tsv")).read_text().splitlines()
+    assert metadata[0].split("\t") == ["class", "pos_x", "pos_y", "scale", "fg_color", "bg_color"]
+    assert (out / "history.csv").is_file()  # CSV logging continues alongside

@@ -91,3 +91,11 @@ def test_pixels_baseline_reads_the_known_raw_pixel_accuracy_on_digits(tmp_path: 
     assert 0.93 <= rows["pixels"]["content.linear.accuracy"] <= 0.99
     assert rows["pca"]["content.linear.accuracy"] > 0.8  # 10 components keep most of the class signal
     assert (tmp_path / "cmp" / "pixels-seed0" / "config.json").is_file()
+
+
+def test_random_encoder_is_below_a_trained_method_on_digits_at_the_demo_budget(tmp_path: Path) -> None:
+    from pssl.demo import DEMO_SETTINGS
+
+    tokens = ["models=random,simclr", f"out={tmp_path / 'cmp'}", "probes=linear", *DEMO_SETTINGS]
+    rows = {row["model"]: row for row in compare.run_compare(tokens)["rows"]}
+    assert rows["random"]["content.linear.accuracy"] < rows["simclr"]["content.linear.accuracy"] - 0.05

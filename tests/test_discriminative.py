@@ -505,6 +505,25 @@ def test_moco_queue_must_be_smaller_than_the_data() -> None:
     ELBO(method)(fixed_batch(items=5, num_items=40))
 
 
+def test_moco_queue_defaults_to_what_the_data_can_fill_and_survives_reloading() -> None:
+    """Unset, the queue is min(4096, half the items) in whole steps, sized at the first batch."""
+    from pssl.models.contrastive import default_queue_size
+
+    assert default_queue_size(1293, 64) == 640
+    assert default_queue_size(100000, 256) == 4096
+    assert default_queue_size(100, 64) == 64
+    with pytest.raises(ValueError, match="more training items"):
+        default_queue_size(64, 64)
+    method = MoCo(LinearBackbone(SHAPE, 3, seed=0), LinearHead(3, 4, seed=1))
+    assert method.queue_size is None and method.queue.shape == (0, 4)
+    run_elbo(method, fixed_batch(items=5, num_items=40))
+    assert method.queue_size == 20 and method.queue.shape == (20, 4)
+    assert method.describe()["queue_size"] == 20 and method.describe()["queue_size_from_data"]
+    fresh = MoCo(LinearBackbone(SHAPE, 3, seed=0), LinearHead(3, 4, seed=1))
+    fresh.load_state_dict(method.state_dict())  # a checkpoint restores the size it was trained with
+    assert fresh.queue_size == 20 and torch.equal(fresh.queue, method.queue)
+
+
 # --------------------------------------------------------------------------- conformance battery
 
 
