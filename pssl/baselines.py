@@ -25,7 +25,6 @@ reuses, reports and tabulates it the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -122,16 +121,12 @@ def train_supervised(
     on the mean cross-entropy. Returns one row per epoch (``epoch``, ``train_loss``,
     ``val_accuracy`` on un-augmented validation images, ``seconds``).
     """
-    from pssl.augment import build_augmenter, default_preset
+    from pssl.augment import build_augmenter
 
     train = data.train
     image_shape = tuple(train.image_shape)
-    preset = config.augment or None
-    augmenter = build_augmenter(
-        preset.name if preset is not None else default_preset(config.data.name),
-        image_shape,
-        dict(preset.options) if preset is not None else {},
-    )
+    config = baseline_config(config, data)
+    augmenter = build_augmenter(config.augment.name, image_shape, dict(config.augment.options))
     num_classes = int(train.num_classes or int(train.labels.max()) + 1)
     head = nn.Linear(config.latent_dim, num_classes)
     model = nn.Sequential(encoder, head)
@@ -199,14 +194,10 @@ def build_baseline(name: str, config: Config, data: DataSplits) -> tuple[nn.Modu
 
 
 def baseline_config(config: Config, data: DataSplits) -> Config:
-    """``config`` with the defaults a baseline uses filled in (encoder, augmentation preset)."""
-    from pssl.augment import default_preset
-    from pssl.config import Component
-    from pssl.networks import default_networks
+    """``config`` with the data set's declared defaults filled in, as a trained method's run gets them."""
+    from pssl.inference.compose import resolve_config
 
-    encoder = config.encoder or Component(default_networks(tuple(data.train.image_shape))[0])
-    augment = config.augment or Component(default_preset(config.data.name))
-    return dataclasses.replace(config, encoder=encoder, augment=augment)
+    return resolve_config(config, data)
 
 
 def run_baseline(
@@ -253,9 +244,11 @@ def run_baseline(
         write_json(run_dir / "config.json", record)
         torch_threads = torch.get_num_threads()
         representation, training = build_baseline(name, config, data)
-        augmenter = None
-        if augmentation_style:
-            augmenter = build_augmenter(config.augment.name, data.train.image_shape, config.augment.options)
+        from pssl.datasets.descriptor import evaluation_splits
+
+        views = build_augmenter(config.augment.name, data.train.image_shape, config.augment.options)
+        augmenter = views if augmentation_style else None
+        data = evaluation_splits(data, views)  # probes read images like the training views (e.g. binarised)
         metrics = evaluate(
             representation, data, seed=config.seed, device="cpu", probes=probes, augmenter=augmenter
         )
