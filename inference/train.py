@@ -711,6 +711,8 @@ def train(
     model: SSLModel | None = None,
     guide: Callable[..., Any] | None = None,
     objective: Any = None,
+    on_epoch_end: Callable[[Trainer, dict[str, float]], None] | None = None,
+    on_step_end: StepCallback | None = None,
 ) -> TrainResult:
     """Train the method ``config`` describes and return it with its history.
 
@@ -727,13 +729,16 @@ def train(
         objective: a Pyro ELBO instance (e.g. ``pyro.infer.RenyiELBO(alpha=0.5,
             num_particles=4, max_plate_nesting=2)``) or a registered name instead of
             ``config.objective``.
+        on_epoch_end, on_step_end: callbacks of the loop (see :class:`Trainer`), e.g. a
+            :class:`pssl.tensorboard_logger.TensorBoardLogger`'s.
 
     Example:
         >>> from pssl.config import Config, Component
         >>> result = train(Config(model=Component("simvae"), data=Component("digits"), epochs=2))
         >>> z = result.model.encode(images)   # (B, latent_dim) encoder means
     """
-    return Trainer(config, data=data, model=model, guide=guide, objective=objective).fit()
+    parts = compose(config, data=data, model=model, guide=guide, objective=objective)
+    return Trainer(parts, on_epoch_end=on_epoch_end, on_step_end=on_step_end).fit()
 
 
 __all__ = [

@@ -18,7 +18,7 @@ import torch
 from pssl.config import Config
 from pssl.datasets import DataSplits
 from pssl.datasets.core import as_float_images
-from pssl.inference.train import Trainer, TrainResult, default_run_dir
+from pssl.inference.train import TrainResult, default_run_dir, train
 from pssl.models.base import SSLModel
 from pssl.plots import image_grid, loss_curves
 from pssl.rundir import claim
@@ -57,7 +57,7 @@ def run_experiment(
             board = TensorBoardLogger(run_dir)
             callbacks = {"on_epoch_end": board.on_epoch_end, "on_step_end": board.on_step_end}
         try:
-            result = Trainer(config, data=data, model=model, **callbacks).fit()
+            result = train(config, data=data, model=model, **callbacks)
             if not result.is_main:
                 return {}
             metrics = finish_run(result, probes=probes, augmentation_style=augmentation_style)
