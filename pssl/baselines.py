@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from pssl.config import Config
-from pssl.data import DataSplits, load_dataset
+from pssl.datasets import DataSplits, load_dataset
 
 logger = logging.getLogger(__name__)
 

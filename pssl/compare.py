@@ -147,7 +147,7 @@ def check_plan(plan: ComparePlan) -> None:
     """
     from pssl.augment import AUGMENTATIONS
     from pssl.baselines import BASELINES, is_baseline
-    from pssl.data import DATASETS
+    from pssl.datasets import DATASETS
     from pssl.evaluation import check_evaluation
     from pssl.models import LIKELIHOODS, MODELS, PRIORS, VIEW_PRIORS
     from pssl.networks import DECODERS, ENCODERS
