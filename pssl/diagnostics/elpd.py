@@ -206,8 +206,28 @@ def compare_held_out(models: dict[str, Any], **compare_options: Any) -> Any:
             f"the units of x): likelihood_is_discrete per model {kinds}"
         )
     table = arviz().compare(elpds, **compare_options)
+    method = str(compare_options.get("method", "stacking")).lower()
+    if method == "stacking":
+        # ArviZ's stacking exponentiates each item's log density; for images (thousands of nats per
+        # item) that underflows to 0 and the weights stay at their start. Subtracting each item's
+        # largest log density across models changes no stacking weight and keeps exp() finite.
+        shifted = _shift_items(elpds)
+        weights = arviz().compare(shifted, **compare_options)["weight"]
+        table["weight"] = weights.reindex(table.index)
     table.attrs["estimator"] = ESTIMATOR
     return table
+
+
+def _shift_items(elpds: dict[str, Any]) -> dict[str, Any]:
+    """Copies of the ELPDs with each item's largest log density (across models) subtracted."""
+    top = np.max(np.stack([np.asarray(e["loo_i"].values) for e in elpds.values()]), axis=0)
+    out = {}
+    for name, e in elpds.items():
+        copy = e.copy()
+        copy["loo_i"] = e["loo_i"] - top
+        copy["elpd_loo"] = float(np.sum(copy["loo_i"].values))
+        out[name] = copy
+    return out
 
 
 def _is_elpd(value: Any) -> bool:
