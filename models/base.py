@@ -26,7 +26,9 @@ training loop, evaluation and diagnostics only use this interface:
   update and queue, CLIP's logit-scale clamp live there, not in the loop). The
   training loop calls it; a plain-Pyro user calls it after every ``svi.step``.
 
-Generative methods also offer ``reconstruct`` and ``sample_images``.
+Generative methods also offer ``reconstruct`` and ``sample_images``; a method
+whose model has a discrete cluster latent sets ``num_clusters`` and offers
+``cluster(images)`` (the evaluation scores it like a clustering).
 """
 
 from __future__ import annotations
@@ -385,6 +387,13 @@ class SSLModel(nn.Module):
     def sample_images(self, num_samples: int) -> torch.Tensor:
         """Decoded prior samples ``(num_samples, C, H, W)``; generative methods only."""
         raise NotImplementedError(f"{type(self).__name__} does not model images")
+
+    num_clusters: int | None = None
+    """K when the method's own model clusters items (a prior with a discrete component), else ``None``."""
+
+    def cluster(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B,)`` int64 cluster ids in ``[0, num_clusters)``; methods with ``num_clusters``."""
+        raise NotImplementedError(f"{type(self).__name__} does not cluster its items")
 
     def describe(self) -> dict[str, Any]:
         """Resolved choices worth recording in the run config (e.g. the y-guide)."""

@@ -182,10 +182,13 @@ class MultimodalSimVAE(SimVAE):
             return self.encoder.second(second)[0]
         return torch.cat([self.encoder.first(first)[0], self.encoder.second(second)[0]], dim=-1)
 
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+    def view_means(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, 2, d)``: the encoder means of the two modalities (the image's halves)."""
         first, second = split_modalities(images)
-        latent = torch.stack([self.encoder.first(first)[0], self.encoder.second(second)[0]], dim=-2)
-        return self._join(self.likelihood.mean(self.decoder(latent)))
+        return torch.stack([self.encoder.first(first)[0], self.encoder.second(second)[0]], dim=-2)
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        return self._join(self.likelihood.mean(self.decoder(self.view_means(images))))
 
     def sample_images(self, num_samples: int) -> torch.Tensor:
         if not self.content_prior.proper:

@@ -10,8 +10,9 @@ answers ``None`` and SimVAE's ``y_guide=auto`` then picks the amortised guide.
 Two registries choose them by name:
 
 * ``PRIORS``: priors over a free latent vector (p(y) in SimVAE, p(z) in a VAE):
-  ``gaussian``, ``flat``, ``laplace``, ``studentt``, ``mixture`` and, for a VAE
-  only, ``vampprior``.
+  ``gaussian``, ``flat``, ``laplace``, ``studentt``, ``mixture``, ``gmm`` (the
+  mixture with an explicit, enumerated component site) and, for a VAE only,
+  ``vampprior``.
 * ``VIEW_PRIORS``: conditional priors p(z | y) centred on the content latent:
   ``gaussian``, ``laplace``, ``studentt``.
 
@@ -37,6 +38,7 @@ import inspect
 import math
 from collections.abc import Callable
 
+import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
@@ -44,6 +46,7 @@ from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch import nn
 
 from pssl.checks import positive_int, positive_number
+from pssl.models import sites
 from pssl.registry import Entry, Registry
 
 PRIORS: Registry[LatentPrior] = Registry("prior")
@@ -70,10 +73,14 @@ class LatentPrior(nn.Module):
             cannot be sampled.
         needs_encoder: True for priors defined through the model's encoder
             (the VampPrior); the owning model calls :meth:`bind` once.
+        enumerated: True for priors whose Pyro program (:meth:`pyro_sample`) has a
+            discrete site marked ``infer={"enumerate": "parallel"}``; only an
+            enumerating ELBO (``TraceEnum_ELBO``) fits them.
     """
 
     proper: bool = True
     needs_encoder: bool = False
+    enumerated: bool = False
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -84,6 +91,22 @@ class LatentPrior(nn.Module):
     def distribution(self, batch_shape: tuple[int, ...]) -> dist.TorchDistribution:
         """The prior with batch shape ``batch_shape`` and event shape ``(latent_dim,)``."""
         raise NotImplementedError
+
+    def pyro_sample(self, name: str, batch_shape: tuple[int, ...]) -> torch.Tensor:
+        """Write the prior into the running Pyro program as site ``name``; return its value.
+
+        The default is the single site ``pyro.sample(name, self.distribution(batch_shape))``.
+        A prior with auxiliary latent sites (the ``gmm`` prior's component) writes
+        them here too, so a model stays one line whatever its prior.
+
+        Args:
+            name: the site name of the latent vector (``y`` in SimVAE, ``z`` in a VAE).
+            batch_shape: the site's batch shape inside the model's plates.
+
+        Returns:
+            The value at ``name``, shape ``batch_shape + (latent_dim,)``.
+        """
+        return pyro.sample(name, self.distribution(batch_shape))
 
     def gaussian(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(mean, precision)``, each ``(latent_dim,)``, if the prior is a diagonal Gaussian.
@@ -255,6 +278,100 @@ class MixturePrior(LatentPrior):
 
     def distribution(self, batch_shape: tuple[int, ...]) -> dist.TorchDistribution:
         return gaussian_mixture(self.means, self.scales(), self.logits, batch_shape)
+
+
+@PRIORS.register(
+    "gmm",
+    help="mixture of K diagonal Gaussians with an explicit component c ~ Categorical(pi), "
+    "y | c ~ N(mu_c, diag s_c^2); c is summed out exactly by objective=traceenum; "
+    "the model's clusters are argmax_c p(c | x)",
+)
+class GaussianMixturePrior(MixturePrior):
+    r"""A learned Gaussian mixture written with its discrete component as a Pyro site.
+
+    .. math::
+
+        c \sim \operatorname{Categorical}(\pi), \qquad
+        v \mid c \sim N(m_c, \operatorname{diag} s_c^2), \qquad
+        \pi = \operatorname{softmax}(\ell), \quad s_c = \operatorname{softplus}(r_c) + s_{\min},
+
+    with the parameters, initialisation and floor of :class:`MixturePrior`
+    (``means`` ``(K, d)``, ``raw_scales`` ``(K, d)``, ``logits`` ``(K,)``).
+    The marginal density is the same; what differs is the Pyro program
+    (:meth:`pyro_sample`): site ``c`` (:data:`~pssl.models.sites.CONTENT_COMPONENT`)
+    is sampled first, with batch shape ``batch_shape`` (one component per item in
+    SimVAE) and ``infer={"enumerate": "parallel"}``, then the latent given it.
+
+    Enumeration: under ``TraceEnum_ELBO(max_plate_nesting=2)`` (the items and
+    views plates, dims -2 and -1) the value of ``c`` is ``arange(K)`` shaped
+    ``(K, 1, 1)``, in dim -3 left of the plates; ``m_c`` and ``s_c`` are gathered
+    to ``(K, 1, 1, d)`` and the latent's log-density has shape ``(K, B, 1)``.
+    Nothing downstream of the latent sees dim -3, because the latent's value
+    comes from the guide (SimVAE's y-guide; a VAE's encoder), not from ``c``. The
+    ELBO then holds, per item, the exact sum over components
+
+    .. math::
+
+        \log \sum_{c=1}^K \pi_c\, N(v; m_c, \operatorname{diag} s_c^2),
+
+    i.e. ``c`` is marginalised in the model; no guide needs a site ``c``, and a
+    guide that has one is not required. An ELBO that does not enumerate
+    (``Trace_ELBO``) would sample one ``c`` from the prior and score ``v`` under
+    that component only: a looser bound with no gradient for ``pi``, so
+    objectives refuse it.
+
+    Without enumeration (prior sampling, ``pyro.infer.Predictive``) ``c`` is drawn
+    from ``Categorical(pi)`` with shape ``batch_shape`` and the latent from its
+    component, which is ancestral sampling from the same prior.
+
+    Clusters: :meth:`component_log_posterior` gives ``log p(c | v)``, optionally
+    for a latent observed with extra Gaussian noise (SimVAE integrates y out of
+    ``p(c | z)`` this way, see :meth:`pssl.models.simvae.SimVAE.cluster`).
+    """
+
+    enumerated = True
+
+    def pyro_sample(self, name: str, batch_shape: tuple[int, ...]) -> torch.Tensor:
+        component = pyro.sample(
+            sites.CONTENT_COMPONENT,
+            dist.Categorical(logits=self.logits).expand(torch.Size(batch_shape)),
+            infer={"enumerate": "parallel"},
+        )
+        # (..., ) component ids -> (..., d) parameters; under enumeration (K, 1, 1) -> (K, 1, 1, d).
+        return pyro.sample(name, dist.Normal(self.means[component], self.scales()[component]).to_event(1))
+
+    def component_log_posterior(
+        self, value: torch.Tensor, extra_variance: float | torch.Tensor = 0.0
+    ) -> torch.Tensor:
+        r"""``log p(c = k | v)`` for each component, by Bayes' rule.
+
+        .. math::
+
+            \log p(c = k \mid v) = \log \pi_k + \log N(v; m_k, \operatorname{diag}(s_k^2 + \tau^2))
+                - \log \sum_{k'} \pi_{k'} N(v; m_{k'}, \operatorname{diag}(s_{k'}^2 + \tau^2)),
+
+        where ``tau^2 = extra_variance`` is the variance of Gaussian noise between the
+        mixture's latent and ``v`` (0: ``v`` is the latent itself).
+
+        Args:
+            value: ``(..., d)`` latent vectors.
+            extra_variance: scalar ``tau^2 >= 0``.
+
+        Returns:
+            ``(..., K)`` log-probabilities, normalised over the last dimension.
+
+        Raises:
+            ValueError: if ``value``'s last dimension is not ``latent_dim``.
+        """
+        if value.shape[-1:] != (self.latent_dim,):
+            raise ValueError(
+                f"value must have shape (..., {self.latent_dim}), got {tuple(value.shape)}"
+            )
+        std = (self.scales().pow(2) + extra_variance).sqrt()
+        log_joint = F.log_softmax(self.logits, dim=-1) + dist.Normal(self.means, std).log_prob(
+            value.unsqueeze(-2)
+        ).sum(-1)
+        return log_joint - log_joint.logsumexp(dim=-1, keepdim=True)
 
 
 def gaussian_mixture(

@@ -205,7 +205,7 @@ class SimVAE(SSLModel):
         num_items, num_views = batch.batch_size, batch.num_views
         with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
             with poutine.scale(scale=self.beta):
-                content = pyro.sample(sites.CONTENT, self.content_prior.distribution((num_items, 1)))
+                content = self.content_prior.pyro_sample(sites.CONTENT, (num_items, 1))
             with pyro.plate(sites.VIEWS, num_views, dim=sites.VIEWS_DIM):
                 with poutine.scale(scale=self.beta):
                     latent = pyro.sample(sites.VIEW_LATENT, self.view_prior.distribution(content))
@@ -244,6 +244,47 @@ class SimVAE(SSLModel):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images)[0]
 
+    @property
+    def num_clusters(self) -> int | None:
+        """K when p(y) has a discrete component (``prior=gmm``), else ``None``."""
+        return getattr(self.content_prior, "num_components", None) if self.content_prior.enumerated else None
+
+    def view_means(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B, J, d)``: the encoder means of the views an image gives (J = 1 here)."""
+        return self.encoder(images)[0].unsqueeze(-2)
+
+    def cluster_log_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        r"""``log p(c | z_1..J)`` ``(B, K)`` of each image's content component (``prior=gmm``).
+
+        The model's posterior over the component given the encoder means
+        ``z_j = mu_phi(x_j)`` of the image's views (one view for a plain image;
+        the two halves for ``simvae-multimodal``), with y integrated out. For
+        p(z | y) = N(y, sigma_zy^2 I), ``prod_j N(z_j; y, sigma_zy^2 I)`` depends on y
+        only through ``zbar`` as ``N(zbar; y, sigma_zy^2 / J)``, so
+
+        .. math::
+
+            p(c \mid z_{1..J}) \propto \pi_c\, N(\bar z; m_c, \operatorname{diag}(s_c^2 + \sigma_{zy}^2 / J)).
+
+        For a non-Gaussian p(z | y), ``zbar`` stands in for y: ``p(c | y = zbar)``.
+
+        Raises:
+            ValueError: if the content prior has no discrete component.
+        """
+        if self.num_clusters is None:
+            raise ValueError(
+                f"clusters need a content prior with a discrete component (prior=gmm); "
+                f"this model's is {type(self.content_prior).__name__}"
+            )
+        means = self.view_means(images)
+        view_scale = self.view_prior.gaussian_scale()
+        extra = 0.0 if view_scale is None else view_scale.pow(2) / means.shape[-2]
+        return self.content_prior.component_log_posterior(means.mean(dim=-2), extra)
+
+    def cluster(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W) -> (B,)`` int64: ``argmax_c p(c | z_1..J)`` (see :meth:`cluster_log_probabilities`)."""
+        return self.cluster_log_probabilities(images).argmax(dim=-1)
+
     def check_data(self, images: torch.Tensor, *, name: str = "data") -> None:
         self.likelihood.check_data(images, name=name)
 
@@ -265,6 +306,7 @@ class SimVAE(SSLModel):
             "content_prior": type(self.content_prior).__name__,
             "view_prior": type(self.view_prior).__name__,
             "likelihood": type(self.likelihood).__name__,
+            **({"clusters": self.num_clusters} if self.num_clusters is not None else {}),
         }
 
 

@@ -12,6 +12,10 @@ Plate layout (right-most batch dimensions, event dimensions excluded):
 
 So a per-view latent ``z`` has batch shape ``(B, J)`` and a per-item content
 latent ``y`` has batch shape ``(B, 1)``, which broadcasts against ``z``.
+
+``MAX_PLATE_NESTING = 2``: enumerated discrete sites (``CONTENT_COMPONENT``) take
+dims left of both plates, from ``-3`` on, which is what
+``TraceEnum_ELBO(max_plate_nesting=MAX_PLATE_NESTING)`` allocates.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ VIEW_LATENT = "z"
 """Per-view latent z_ij."""
 OBSERVATION = "x"
 """Observed view x_ij."""
+CONTENT_COMPONENT = "c"
+"""Discrete mixture component c_i of a content prior with an explicit cluster site
+(``prior=gmm``); enumerated, not sampled, by ``TraceEnum_ELBO``."""
 
 ITEMS = "items"
 VIEWS = "views"

@@ -13,7 +13,10 @@ scikit-learn estimators or, for the MLP, a ``torch.nn.Module`` trained with
 * ``knn``: k-nearest neighbours, ``k`` and metric on validation (:mod:`~pssl.evaluation.knn`);
 * ``ridge``: ridge regression of real-valued factors (:mod:`~pssl.evaluation.ridge`);
 * ``cluster``: a Gaussian mixture scored by Hungarian accuracy, NMI, ARI
-  (:mod:`~pssl.evaluation.cluster`).
+  (:mod:`~pssl.evaluation.cluster`); a model that clusters by itself
+  (``model.num_clusters``, e.g. SimVAE with ``prior=gmm``) also gets
+  ``model_cluster``: its own ``model.cluster(images)`` on the test split, scored
+  the same way (:func:`~pssl.evaluation.cluster.model_cluster_evaluation`).
 
 Content is the class label; style is each named factor of a data set
 (:func:`evaluate_style`) and each augmentation parameter of a view
@@ -28,7 +31,12 @@ from pssl.evaluation.linear import LinearProbe, linear_probe  # isort: skip
 from pssl.evaluation.mlp import MLPHead, MLPProbe, mlp_probe  # isort: skip
 from pssl.evaluation.knn import KNN_METRICS, KNNProbe, knn_probe, knn_regression  # isort: skip
 from pssl.evaluation.ridge import RidgeProbe, ridge_probe  # isort: skip
-from pssl.evaluation.cluster import ClusterProbe, cluster_evaluation, hungarian_accuracy  # isort: skip
+from pssl.evaluation.cluster import (  # isort: skip
+    ClusterProbe,
+    cluster_evaluation,
+    hungarian_accuracy,
+    model_cluster_evaluation,
+)
 from pssl.evaluation.features import extract_features
 from pssl.evaluation.runner import (
     CONTENT_PROBES,
@@ -70,6 +78,7 @@ __all__ = [
     "knn_regression",
     "linear_probe",
     "mlp_probe",
+    "model_cluster_evaluation",
     "ridge_probe",
     "run_probe",
 ]

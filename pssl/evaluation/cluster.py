@@ -26,7 +26,13 @@ from pssl.evaluation.protocol import (
     run_probe,
 )
 
-__all__ = ["COVARIANCE_TYPES", "ClusterProbe", "cluster_evaluation", "hungarian_accuracy"]
+__all__ = [
+    "COVARIANCE_TYPES",
+    "ClusterProbe",
+    "cluster_evaluation",
+    "hungarian_accuracy",
+    "model_cluster_evaluation",
+]
 
 COVARIANCE_TYPES = ("full", "diag", "tied", "spherical")
 
@@ -179,3 +185,65 @@ def cluster_evaluation(
     result = run_probe(probe, x, y, x, y, eval_x, eval_y).to_dict()
     result.pop("val_accuracy", None)
     return result
+
+
+def model_cluster_evaluation(
+    model: Any, data: Any, *, batch_size: int = 1024, device: torch.device | str | None = None
+) -> dict[str, Any]:
+    """The model's own clustering of ``data``, scored against its classes like the ``cluster`` probe.
+
+    For a model whose generative story has a discrete cluster latent: it sets
+    ``num_clusters`` and offers ``cluster(images) -> (B,)`` (SimVAE with
+    ``prior=gmm`` answers ``argmax_c p(c | x)``). Nothing is fitted here; the
+    clusters are the trained model's. Runs in eval mode under ``torch.no_grad()``.
+
+    Args:
+        model: Module with ``num_clusters`` and ``cluster(images)``.
+        data: ``.images`` (``uint8`` or float in ``[0, 1]``) and ``.labels``.
+        batch_size: Images per ``cluster`` call.
+        device: Where to run the model (default: its parameters' device).
+
+    Returns:
+        ``{"accuracy"`` (Hungarian-matched), ``"nmi"``, ``"ari"``,
+        ``"selected": {"num_clusters"}``, ``"clusters_used"``, ``"seconds"}``.
+
+    Raises:
+        TypeError: if the model has no clusters of its own, or ``data`` no images.
+    """
+    import time
+
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from pssl.evaluation.features import float_images, model_device
+
+    start = time.perf_counter()
+    num_clusters = getattr(model, "num_clusters", None)
+    if not num_clusters:
+        name = type(model).__name__
+        raise TypeError(f"{name} has no clusters of its own (num_clusters is {num_clusters!r})")
+    images = getattr(data, "images", None)
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        raise TypeError("data must have .images, a non-empty (N, C, H, W) tensor")
+    truth = as_targets(data.labels, images.shape[0], "labels", discrete=True).numpy()
+    batch_size = positive_int(batch_size, "batch_size")
+    device = torch.device(device) if device is not None else model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            pred = torch.cat(
+                [
+                    model.cluster(float_images(images[i : i + batch_size].to(device), "data.images")).cpu()
+                    for i in range(0, images.shape[0], batch_size)
+                ]
+            ).numpy()
+    finally:
+        model.train(was_training)
+    return {
+        "accuracy": hungarian_accuracy(pred, truth),
+        "nmi": float(normalized_mutual_info_score(truth, pred)),
+        "ari": float(adjusted_rand_score(truth, pred)),
+        "selected": {"num_clusters": int(num_clusters)},
+        "clusters_used": int(len(np.unique(pred))),
+        "seconds": time.perf_counter() - start,
+    }

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pssl.evaluation.cluster import model_cluster_evaluation
 from pssl.evaluation.features import encode_batches, extract_features, float_images
 from pssl.evaluation.protocol import (
     FACTOR_KINDS,
@@ -271,7 +272,18 @@ def evaluate_content(
     """
     probes, opts = check_evaluation(probes, options)
     feats = _extract_splits(model, splits, batch_size=batch_size, device=device)
-    return _content(feats, probes, seed, opts)
+    return _with_model_clusters(_content(feats, probes, seed, opts), model, splits, batch_size, device)
+
+
+def _with_model_clusters(
+    content: dict[str, Any], model: nn.Module, splits: Any, batch_size: int, device: Any
+) -> dict[str, Any]:
+    """Add ``model_cluster`` (test split) when the model clusters by itself (``num_clusters``)."""
+    if getattr(model, "num_clusters", None):
+        content["model_cluster"] = model_cluster_evaluation(
+            model, splits.test, batch_size=batch_size, device=device
+        )
+    return content
 
 
 # --------------------------------------------------------------------------- style factors
@@ -542,7 +554,8 @@ def evaluate(
     feats = _extract_splits(model, splits, batch_size=batch_size, device=device)
     timings["features"] = time.perf_counter() - start
     start = time.perf_counter()
-    result: dict[str, Any] = {"content": _content(feats, probes, seed, opts)}
+    content = _with_model_clusters(_content(feats, probes, seed, opts), model, splits, batch_size, device)
+    result: dict[str, Any] = {"content": content}
     timings["content"] = time.perf_counter() - start
     targets, missing = _factor_targets(splits)
     if targets or missing:
