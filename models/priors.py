@@ -295,8 +295,9 @@ class GaussianMixturePrior(MixturePrior):
         v \mid c \sim N(m_c, \operatorname{diag} s_c^2), \qquad
         \pi = \operatorname{softmax}(\ell), \quad s_c = \operatorname{softplus}(r_c) + s_{\min},
 
-    with the parameters, initialisation and floor of :class:`MixturePrior`
-    (``means`` ``(K, d)``, ``raw_scales`` ``(K, d)``, ``logits`` ``(K,)``).
+    with the parameters and floor of :class:`MixturePrior` (``means`` ``(K, d)``,
+    ``raw_scales`` ``(K, d)``, ``logits`` ``(K,)``) but initialised closer together
+    (means ``N(0, 0.1^2)``, scales 0.3: see ``__init__``).
     The marginal density is the same; what differs is the Pyro program
     (:meth:`pyro_sample`): site ``c`` (:data:`~pssl.models.sites.CONTENT_COMPONENT`)
     is sampled first, with batch shape ``batch_shape`` (one component per item in
@@ -330,6 +331,21 @@ class GaussianMixturePrior(MixturePrior):
     """
 
     enumerated = True
+
+    def __init__(
+        self,
+        latent_dim: int,
+        *,
+        components: int = 10,
+        spread: float = 0.1,
+        component_scale: float = 0.3,
+    ) -> None:
+        # Defaults: overlapping components near the origin, where the encoder starts, so every
+        # component takes responsibility for some items and follows them as they spread. With
+        # the mixture's defaults (spread 1, scale 0.5) the components away from the origin got
+        # no items and every digit fell into one cluster (validation clustering, digits, seed 0,
+        # 30 epochs); spread 0.1 / scale 0.3 was the best of six settings tried there.
+        super().__init__(latent_dim, components=components, spread=spread, component_scale=component_scale)
 
     def pyro_sample(self, name: str, batch_shape: tuple[int, ...]) -> torch.Tensor:
         component = pyro.sample(

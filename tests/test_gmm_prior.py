@@ -10,10 +10,11 @@ checked against Bayes' rule written out with full-covariance Gaussians.
 from __future__ import annotations
 
 import pyro
+import pyro.optim
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import SVI, Predictive, TraceEnum_ELBO
 
 from pssl.config import Component
 from pssl.models import sites
@@ -131,20 +132,31 @@ def test_permuting_component_labels_leaves_the_loss_unchanged() -> None:
     torch.testing.assert_close(enum_loss(model, batch, seed=5).detach(), before, rtol=1e-12, atol=1e-9)
 
 
-def test_traceenum_training_moves_every_parameter_and_lowers_the_loss() -> None:
+def test_plain_pyro_svi_with_traceenum_trains_every_parameter() -> None:
+    pyro.clear_param_store()
     model, batch = tiny_model(), tiny_batch()
-    elbo = TraceEnum_ELBO(max_plate_nesting=sites.MAX_PLATE_NESTING)
     start = {name: p.detach().clone() for name, p in model.named_parameters()}
     before = sum(enum_loss(model, batch, seed) for seed in range(4)).item()
-    optimiser = torch.optim.Adam(model.parameters(), lr=2e-2)
+    elbo = TraceEnum_ELBO(max_plate_nesting=sites.MAX_PLATE_NESTING)
+    svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 2e-2}), elbo)
     for _ in range(40):
-        optimiser.zero_grad()
-        elbo.differentiable_loss(model.model, model.guide, batch).backward()
-        optimiser.step()
+        svi.step(batch.views, batch.index, num_items=ITEMS)
     after = sum(enum_loss(model, batch, seed) for seed in range(4)).item()
     assert after < before
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p, start[name])]
     assert not unchanged, f"parameters not trained: {unchanged}"
+    pyro.clear_param_store()
+
+
+def test_predictive_samples_components_and_views_from_the_prior() -> None:
+    model = tiny_model()
+    draws = Predictive(model.model, num_samples=3, return_sites=[sites.CONTENT_COMPONENT, sites.OBSERVATION])(
+        num_items=5
+    )
+    assert draws[sites.CONTENT_COMPONENT].shape == (3, 5, 1)
+    assert int(draws[sites.CONTENT_COMPONENT].max()) < COMPONENTS
+    assert draws[sites.OBSERVATION].shape == (3, 5, VIEWS, *IMAGE)
+    assert set(draws[sites.OBSERVATION].unique().tolist()) <= {0.0, 1.0}
 
 
 def test_vectorised_particles_enumerate_left_of_the_particle_plate() -> None:
