@@ -392,7 +392,7 @@ class SSLModel(nn.Module):
     """K when the method's own model clusters items (a prior with a discrete component), else ``None``."""
 
     def cluster(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B,)`` int64 cluster ids in ``[0, num_clusters)``; methods with ``num_clusters``."""
+        """``(B, C, H, W) -> (B,)`` int64 ids in ``[0, num_clusters)`` (methods with ``num_clusters``)."""
         raise NotImplementedError(f"{type(self).__name__} does not cluster its items")
 
     def describe(self) -> dict[str, Any]:

@@ -380,9 +380,7 @@ class GaussianMixturePrior(MixturePrior):
             ValueError: if ``value``'s last dimension is not ``latent_dim``.
         """
         if value.shape[-1:] != (self.latent_dim,):
-            raise ValueError(
-                f"value must have shape (..., {self.latent_dim}), got {tuple(value.shape)}"
-            )
+            raise ValueError(f"value must have shape (..., {self.latent_dim}), got {tuple(value.shape)}")
         std = (self.scales().pow(2) + extra_variance).sqrt()
         log_joint = F.log_softmax(self.logits, dim=-1) + dist.Normal(self.means, std).log_prob(
             value.unsqueeze(-2)

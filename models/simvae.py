@@ -282,7 +282,7 @@ class SimVAE(SSLModel):
         return self.content_prior.component_log_posterior(means.mean(dim=-2), extra)
 
     def cluster(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B,)`` int64: ``argmax_c p(c | z_1..J)`` (see :meth:`cluster_log_probabilities`)."""
+        """``(B, C, H, W) -> (B,)`` int64: ``argmax_c p(c | z_1..J)`` (:meth:`cluster_log_probabilities`)."""
         return self.cluster_log_probabilities(images).argmax(dim=-1)
 
     def check_data(self, images: torch.Tensor, *, name: str = "data") -> None:

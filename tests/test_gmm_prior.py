@@ -161,7 +161,9 @@ def test_predictive_samples_components_and_views_from_the_prior() -> None:
 
 def test_vectorised_particles_enumerate_left_of_the_particle_plate() -> None:
     model, batch = tiny_model(), tiny_batch()
-    elbo = TraceEnum_ELBO(max_plate_nesting=sites.MAX_PLATE_NESTING, num_particles=3, vectorize_particles=True)
+    elbo = TraceEnum_ELBO(
+        max_plate_nesting=sites.MAX_PLATE_NESTING, num_particles=3, vectorize_particles=True
+    )
     loss = elbo.differentiable_loss(model.model, model.guide, batch)
     assert loss.shape == () and torch.isfinite(loss)
 
