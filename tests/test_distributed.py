@@ -10,7 +10,8 @@ The tests then compare what the ranks wrote with one process in this one:
 * ``STEPS`` training steps of each registered method (SimVAE, and SimCLR and
   VicREG when registered), of SimVAE with a non-default objective (the
   importance-weighted bound, 3 vectorised particles: a bound per item, so the
-  ranks' losses add up to the one-process loss) and of
+  ranks' losses add up to the one-process loss; and ``traceenum`` with the ``gmm``
+  content prior, whose component site is summed out exactly per item) and of
   :class:`ToyContrastive` (InfoNCE over the
   gathered batch, a batch-level penalty added once per rank, batch norm) in
   float64: gradients and parameters after every step, against an independent
@@ -60,9 +61,12 @@ SEED = 3
 METHODS = ("simvae", "simclr", "vicreg")
 TOY = "toy-contrastive"
 OBJECTIVE_CASES = {
-    "simvae-iwae": ("simvae", Component("iwae", {"num_particles": 3, "vectorize_particles": True}))
+    "simvae-iwae": ("simvae", Component("iwae", {"num_particles": 3, "vectorize_particles": True})),
+    "simvae-gmm": ("simvae", Component("traceenum")),
 }
 """Cases ``name: (method, objective)`` that train a method with a non-default Pyro ELBO."""
+CASE_CHANGES = {"simvae-gmm": {"prior": Component("gmm", {"components": 3})}}
+"""Config changes of a case beyond its method and objective (the gmm prior's enumerated site)."""
 TOLERANCE = {"rtol": 1e-9, "atol": 1e-11}  # the collectives: small tensors of order 1
 
 
@@ -86,6 +90,7 @@ def tiny_data(items: int) -> DataSplits:
 def tiny_config(model: str, out: Path, **changes) -> Config:
     """Tiny networks for :func:`tiny_data` (digits augmentation), global batch ``BATCH``."""
     objective = Component("trace")
+    changes = {**CASE_CHANGES.get(model, {}), **changes}
     if model in OBJECTIVE_CASES:
         model, objective = OBJECTIVE_CASES[model]
     base = dict(

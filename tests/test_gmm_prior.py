@@ -244,3 +244,84 @@ def test_evaluation_scores_the_models_own_clusters_on_the_test_split() -> None:
     assert content["model_cluster"]["selected"] == {"num_clusters": COMPONENTS}
     model.content_prior = build_prior("gaussian", LATENT).float()
     assert "model_cluster" not in evaluate_content(model, splits, probes=("cluster",))
+
+
+# --------------------------------------------------------------------------- through the trainer
+
+
+def gmm_config(out, objective: str = "traceenum"):
+    from pssl.config import Config
+
+    return Config(
+        model=Component("simvae"),
+        data=Component("digits", {"limit": 200}),
+        prior=Component("gmm", {"components": COMPONENTS}),
+        objective=Component(objective),
+        encoder=Component("mlp", {"hidden": (32,)}),
+        decoder=Component("mlp", {"hidden": (32,)}),
+        latent_dim=LATENT,
+        batch_size=16,
+        epochs=1,
+        lr=1e-2,
+        out=str(out),
+        progress=False,
+    )
+
+
+def test_trainer_with_traceenum_trains_the_mixture_and_the_run_clusters(tmp_path) -> None:
+    from pssl.data import load_dataset
+    from pssl.evaluation import evaluate_content
+    from pssl.inference.objectives import Objective, build_objective
+    from pssl.inference.train import train
+
+    torch.set_default_dtype(torch.float32)
+    pyro.clear_param_store()
+    data = load_dataset("digits", {"limit": 200}, seed=0)
+    result = train(gmm_config(tmp_path / "run"), data=data)
+    model = result.model
+    assert model.num_clusters == COMPONENTS
+    assert not torch.equal(model.content_prior.logits.detach(), torch.zeros(COMPONENTS))
+    terms = result.epochs[-1]
+    assert all(torch.isfinite(torch.tensor(float(v))) for k, v in terms.items() if k.startswith("train_"))
+    # the trainer's loss is Pyro's TraceEnum_ELBO loss on the same batch, times B / N
+    views = (data.train.float_images()[:BATCH] > 0.5).float().unsqueeze(1).expand(-1, VIEWS, -1, -1, -1)
+    batch = ViewBatch(views.contiguous(), torch.arange(BATCH), len(data.train))
+    objective = Objective(model, build_objective("traceenum"))
+    pyro.set_rng_seed(3)
+    trainer_loss = objective(batch).loss
+    pyro.set_rng_seed(3)
+    pyro_loss = TraceEnum_ELBO(max_plate_nesting=sites.MAX_PLATE_NESTING).differentiable_loss(
+        model.model, model.guide, batch.views, batch.index, num_items=batch.num_items
+    )
+    torch.testing.assert_close(trainer_loss, pyro_loss * BATCH / len(data.train), rtol=1e-5, atol=1e-3)
+    content = evaluate_content(model, data, probes=("cluster",))
+    assert 0.0 <= content["model_cluster"]["accuracy"] <= 1.0
+    pyro.clear_param_store()
+
+
+def test_a_non_enumerating_objective_is_refused_in_one_line(tmp_path, capsys) -> None:
+    from pssl.cli import main
+
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "model=simvae",
+            "prior=gmm",
+            f"prior.components={COMPONENTS}",
+            "objective=trace",
+            "data=digits",
+            "data.limit=100",
+            "encoder=mlp",
+            "encoder.hidden=16",
+            "decoder=mlp",
+            "decoder.hidden=16",
+            "epochs=1",
+            f"out={out}",
+            "progress=false",
+        ]
+    )
+    error = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(error.splitlines()) == 1 and "'c'" in error and "objective=traceenum" in error
+    assert not out.exists()
