@@ -74,9 +74,7 @@ class VAE(SSLModel):
         with pyro.plate(sites.ITEMS, size=batch.num_items, subsample=batch.index, dim=sites.ITEMS_DIM):
             with pyro.plate(sites.VIEWS, batch.num_views, dim=sites.VIEWS_DIM):
                 with poutine.scale(scale=self.beta):
-                    latent = pyro.sample(
-                        sites.VIEW_LATENT, self.prior.distribution((batch.batch_size, batch.num_views))
-                    )
+                    latent = self.prior.pyro_sample(sites.VIEW_LATENT, (batch.batch_size, batch.num_views))
                 with poutine.scale(scale=self.likelihood.scale):
                     pyro.sample(
                         sites.OBSERVATION, self.likelihood.distribution(self.decoder(latent)), obs=batch.views

@@ -325,3 +325,20 @@ def test_a_non_enumerating_objective_is_refused_in_one_line(tmp_path, capsys) ->
     assert code == 2
     assert len(error.splitlines()) == 1 and "'c'" in error and "objective=traceenum" in error
     assert not out.exists()
+
+
+def test_a_vae_with_the_gmm_prior_enumerates_one_component_per_view() -> None:
+    from pssl.models.vae import VAE
+
+    torch.manual_seed(0)
+    encoder = GaussianEncoder(IMAGE, LATENT, Component("mlp", {"hidden": "16"}))
+    decoder = build_decoder("mlp", LATENT, IMAGE, {"hidden": "16"})
+    vae = VAE(encoder, decoder, build_prior("gmm", LATENT, {"components": COMPONENTS}), BernoulliLikelihood())
+    batch = tiny_batch()
+    guide = poutine.trace(vae.guide).get_trace(batch)
+    replayed = poutine.replay(vae.model, trace=guide)
+    enumerated = poutine.trace(poutine.enum(replayed, first_available_dim=-3)).get_trace(batch)
+    assert enumerated.nodes[sites.CONTENT_COMPONENT]["value"].shape == (COMPONENTS, 1, 1)
+    assert enumerated.nodes[sites.VIEW_LATENT]["fn"].batch_shape == (COMPONENTS, BATCH, VIEWS)
+    loss = enum_loss(vae, batch, seed=0)
+    assert torch.isfinite(loss)
