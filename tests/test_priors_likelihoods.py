@@ -19,7 +19,7 @@ from torch import nn
 from pssl.augment import build_augmenter
 from pssl.config import Component, Config
 from pssl.datasets import load_dataset
-from pssl.inference.objectives import ELBO
+from pssl.inference.objectives import ELBO, build_objective
 from pssl.inference.train import train
 from pssl.models.base import ModelSpec, ViewBatch, build_model
 from pssl.models.encoders import GaussianEncoder
@@ -102,8 +102,13 @@ def tiny_parts() -> tuple[GaussianEncoder, nn.Module]:
 
 
 def fit_steps(model: nn.Module, batch: ViewBatch, steps: int = 5, lr: float = 1e-2) -> list[float]:
-    """Adam steps on one fixed batch with common random numbers (the same noise every step)."""
-    objective = ELBO(model)
+    """Adam steps on one fixed batch with common random numbers (the same noise every step).
+
+    A prior with an enumerated site (``gmm``) is fitted with ``traceenum``, the only
+    objective that accepts it; every other prior with the default ``trace``.
+    """
+    prior = getattr(model, "content_prior", None) or getattr(model, "prior", None)
+    objective = ELBO(model, build_objective("traceenum") if getattr(prior, "enumerated", False) else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
@@ -152,7 +157,7 @@ def _factory_attr(registry, name: str, attr: str, default):
 
 SIMVAE_PRIORS = [n for n in PRIORS.names() if not _factory_attr(PRIORS, n, "needs_encoder", False)]
 VAE_PRIORS = [n for n in PRIORS.names() if _factory_attr(PRIORS, n, "proper", True)]
-NON_CONJUGATE = {"laplace", "studentt", "mixture"}
+NON_CONJUGATE = {"laplace", "studentt", "mixture", "gmm"}
 
 
 # --- the battery ----------------------------------------------------------------------------
