@@ -225,7 +225,7 @@ def test_models_without_a_discrete_component_do_not_cluster() -> None:
 
 
 def test_evaluation_scores_the_models_own_clusters_on_the_test_split() -> None:
-    from pssl.data import DataSplits, TensorData
+    from pssl.datasets import DataSplits, TensorData
     from pssl.evaluation import evaluate_content, hungarian_accuracy
 
     torch.set_default_dtype(torch.float32)
@@ -269,7 +269,7 @@ def gmm_config(out, objective: str = "traceenum"):
 
 
 def test_trainer_with_traceenum_trains_the_mixture_and_the_run_clusters(tmp_path) -> None:
-    from pssl.data import load_dataset
+    from pssl.datasets import load_dataset
     from pssl.evaluation import evaluate_content
     from pssl.inference.objectives import Objective, build_objective
     from pssl.inference.train import train
