@@ -188,6 +188,9 @@ def test_sigint_during_evaluation_writes_no_metrics_and_resume_evaluates(
 ) -> None:
     import pssl.evaluation
 
+    # Ctrl-C must raise KeyboardInterrupt here whatever the test process inherited
+    # (SIGINT is ignored when pytest runs in the background) or an earlier test left.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     original = pssl.evaluation.evaluate
 
     def interrupted(*args, **kwargs):
@@ -202,6 +205,7 @@ def test_sigint_during_evaluation_writes_no_metrics_and_resume_evaluates(
     assert not (run / "metrics.json").exists() and no_temporaries(run)
     assert main(["resume", str(run)]) == 0  # training is complete: resume only evaluates
     assert_same_run(run, reference)
+    signal.signal(signal.SIGINT, previous)
 
 
 KILLED_IN_SAVE = textwrap.dedent(
