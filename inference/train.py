@@ -66,6 +66,7 @@ from pssl.inference.compose import (
 )
 from pssl.inference.distributed import DistributedContext, derive_seed, resolve_device, step_seed
 from pssl.inference.objectives import NonFiniteError, ObjectiveOutput, method_errors
+from pssl.inference.precision import network_compute
 from pssl.inference.runs import load_run  # loading a run lives with its checks in runs
 from pssl.models.base import MODELS, SSLModel, ViewBatch
 from pssl.rundir import RESUMABLE_CHANGES, RunLock, claim, write_csv, write_json
@@ -411,10 +412,7 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         torch.manual_seed(step_seed(self.config.seed, "model", self.global_step, self.dist.rank))
-        autocast = torch.autocast(
-            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"
-        )
-        with autocast:
+        with network_compute(self.config.precision, self.device.type):
             output = self.evaluate(batch)
         local_problem = None
         if not torch.isfinite(output.loss):
