@@ -190,3 +190,15 @@ def test_bf16_resume_equals_uninterrupted_and_checkpoints_are_fp32(tmp_path: Pat
     for name, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0, msg=name)
     assert resumed.history == straight.history
+
+
+def test_cli_refuses_bf16_in_one_line_and_writes_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    from pssl.cli import main
+
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda cpuinfo="/proc/cpuinfo": {"sse2"})
+    run = tmp_path / "run"
+    argv = ["train", "data=digits", "data.limit=64", "epochs=1", "device=cpu", "precision=bf16", f"out={run}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "precision=bf16 refused" in err and len(err.splitlines()) == 1, err
+    assert not run.exists() or not any(run.iterdir())
