@@ -35,7 +35,9 @@ line saying so). Sections, in order (``--sections``):
 CUDA the script exits with a message; ``--device cpu --quick`` runs every section
 it can at toy sizes on the CPU as a check of the script (graphs need CUDA and say so).
 
-Usage (on the GPU machine; carry the FashionMNIST files, e.g. in ``.data/fashion-mnist``)::
+Usage (on the GPU machine; carry the FashionMNIST files, e.g. in ``.data/fashion-mnist``, and
+install pssl there first: ``pip install --no-deps --no-build-isolation -e .``, with pyro-ppl
+and opt_einsum wheels carried along when the machine's image lacks them)::
 
     python benchmarks/gpu.py --data-root .data/fashion-mnist --json gpu.json   # < 10 minutes
     python benchmarks/gpu.py --sections resnet --items 512 --memory-format both
