@@ -229,12 +229,12 @@ def compose(
             f"got num_views={config.num_views}"
         )
     check_training_data(method, data.train, name=f"data set {config.data.name!r}")
-    if config.precision != "fp32":
-        enable_network_precision(method)  # inert until Trainer.step's network_compute block
     batch_items = min(config.batch_size, len(data.train))
     dist.check_batch(batch_items)
     if dist.enabled and sync_batchnorm and count_batchnorm(method):
         method = convert_batchnorm(method, device)
+    if config.precision != "fp32":
+        enable_network_precision(method)  # inert until Trainer.step's network_compute block
     augmenter = build_augmenter(config.augment.name, data.train.image_shape, config.augment.options)
     loss = Objective(method, elbo, guide=guide)
     dtype = floating_dtype(method)
