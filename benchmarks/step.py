@@ -69,6 +69,7 @@ from benchmarks.common import (
 )
 from pssl.config import Component, Config
 from pssl.datasets import DataSplits, TensorData
+from pssl.inference.precision import enable_network_precision, network_compute
 from pssl.inference.train import Trainer
 from pssl.models.base import ViewBatch
 from pssl.models.likelihoods import BernoulliLikelihood, GaussianLikelihood
@@ -250,14 +251,14 @@ def floor_step(
     parameters = [p for p in network.parameters() if p.requires_grad]
     optimizer = type(trainer.optimizer)(parameters, **trainer.optimizer.defaults)
     loss_fn = HAND_LOSSES[model_name]
-    autocast = torch.autocast(
-        device_type=views.device.type, dtype=torch.bfloat16, enabled=trainer.config.precision == "bf16"
-    )
+    precision, device_type = trainer.config.precision, views.device.type
+    if precision != "fp32":
+        enable_network_precision(network)
 
     def run() -> None:
         network.train()
         optimizer.zero_grad(set_to_none=True)
-        with autocast:
+        with network_compute(precision, device_type):
             loss = loss_fn(network, views)
         loss.backward()
         optimizer.step()
@@ -473,7 +474,9 @@ def _parser():
     )
     p.add_argument("--repeats", type=int, default=15, help="interleaved timed rounds per case")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls of each case first")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast of both sides")
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="the networks' compute, both sides"
+    )
     p.add_argument(
         "--objective", default="trace", choices=("trace", "iwae", "renyi"), help="the pssl step's objective"
     )

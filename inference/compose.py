@@ -40,6 +40,7 @@ from pssl.inference.distributed import (
     setup_distributed,
 )
 from pssl.inference.objectives import Objective, build_objective
+from pssl.inference.precision import check_precision, enable_network_precision
 from pssl.models.base import ModelSpec, SSLModel, ViewBatch, build_model
 from pssl.models.build import default_components
 
@@ -210,6 +211,7 @@ def compose(
     """
     dist = setup_distributed(config.device)
     device = dist.device
+    check_precision(config.precision, device)
     seed_everything(config.seed)
     if data is None:
         data = load_dataset(config.data.name, config.data.options, seed=config.seed)
@@ -231,6 +233,8 @@ def compose(
     dist.check_batch(batch_items)
     if dist.enabled and sync_batchnorm and count_batchnorm(method):
         method = convert_batchnorm(method, device)
+    if config.precision != "fp32":
+        enable_network_precision(method)  # inert until Trainer.step's network_compute block
     augmenter = build_augmenter(config.augment.name, data.train.image_shape, config.augment.options)
     loss = Objective(method, elbo, guide=guide)
     dtype = floating_dtype(method)

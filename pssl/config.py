@@ -112,7 +112,9 @@ class Config:
             ``checkpoint_every`` steps and interrupts always write one.
         nonfinite: ``stop`` (default) or ``skip`` a step whose loss or gradient is not finite.
         progress: show a progress bar.
-        precision: ``fp32`` or ``bf16`` (autocast on CUDA).
+        precision: ``fp32`` or ``bf16`` (bf16 compute in the networks, fp32 master weights, optimiser
+            state, likelihood and loss; refused on a device without native bf16, see
+            :mod:`pssl.inference.precision`).
         logger: ``csv`` (history.csv, epochs.csv) or ``tensorboard`` (the CSV files and
             TensorBoard events in ``RUN_DIR/tensorboard``; ``tensorboard --logdir runs/``).
     """

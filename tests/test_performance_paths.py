@@ -1,7 +1,8 @@
 """Fast paths give the answers of the plain paths: bf16 autocast, validation switched off after a check.
 
-* ``precision=bf16`` (autocast in ``Trainer.step``) gives the fp32 loss and terms of the
-  same step within bf16's resolution (tolerance stated below), and is really in effect.
+* ``precision=bf16`` (bf16 compute in the networks, :mod:`pssl.inference.precision`) gives
+  the fp32 loss and terms of the same step within bf16's resolution (tolerance stated
+  below), and is really in effect (run as if the CPU had native bf16).
 * :class:`~pssl.inference.objectives.ELBO` with ``validate="first"`` runs Pyro's and
   torch's checks on the first evaluation of each batch signature only, gives
   bit-identical losses to ``validate="always"``, still raises on a bad first batch,
@@ -19,6 +20,7 @@ import torch
 
 from pssl.config import Component, Config
 from pssl.datasets import DataSplits, TensorData
+from pssl.inference import precision
 from pssl.inference.objectives import ELBO, validation_disabled
 from pssl.inference.train import Trainer
 from pssl.models import sites
@@ -58,11 +60,12 @@ def first_step(tmp_path: Path, model: str, precision: str) -> tuple[torch.Tensor
 
 
 @pytest.mark.parametrize("model", ["simvae", "simclr"])
-def test_bf16_autocast_step_matches_fp32_within_tolerance(tmp_path: Path, model: str) -> None:
+def test_bf16_step_matches_fp32_within_tolerance(tmp_path: Path, model: str, monkeypatch) -> None:
+    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo="/proc/cpuinfo": {"avx512_bf16"})
     loss32, terms32 = first_step(tmp_path, model, "fp32")
     loss16, terms16 = first_step(tmp_path, model, "bf16")
-    assert loss16.dtype == torch.float32  # the objective is summed in fp32 under autocast
-    assert float(loss16) != float(loss32), "bf16 autocast had no effect on the step"
+    assert loss16.dtype == torch.float32  # the objective is summed in fp32
+    assert float(loss16) != float(loss32), "bf16 had no effect on the step"
     torch.testing.assert_close(loss16, loss32, rtol=BF16_RELATIVE_TOLERANCE, atol=0.0)
     assert terms16.keys() == terms32.keys()
     elbo_scale = abs(terms32["elbo"])  # terms near 0 (e.g. a small entropy) are compared on the ELBO's scale
