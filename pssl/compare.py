@@ -39,9 +39,9 @@ import torch
 from pssl.config import Config, ConfigError, apply_overrides
 from pssl.inference.checkpoint import list_checkpoints
 from pssl.rundir import (
-    LOCK_NAME,
     claim,
     config_differences,
+    holds_only_pssl_files,
     is_run_directory,
     read_run_config,
     save_figure,
@@ -199,7 +199,7 @@ def _same_config(run_dir: Path, config: Config) -> bool:
 def _owned_by_compare(entry: Path) -> bool:
     """Entries of a compare folder that pssl wrote: its outputs and the pairs' run directories."""
     if entry.is_dir():
-        return is_run_directory(entry) or (entry / LOCK_NAME).is_file()
+        return is_run_directory(entry) or holds_only_pssl_files(entry)
     return entry.name in OUTPUT_NAMES
 
 
