@@ -262,9 +262,11 @@ _ENTRY = threading.local()
 def entry_images(model: nn.Module, images: Any, *, where: str) -> torch.Tensor:
     """Images given to a public entry point, checked and converted as training converts its data.
 
-    ``uint8`` images (``0..255``) become ``k / 255``; floating images must already lie
-    in ``[0, 1]`` and be finite. The result has the model's floating dtype and sits
-    on its device.
+    ``uint8`` images (``0..255``) become ``k / 255``; floating images must be finite
+    and lie where training data lies: in the likelihood's support for a generative
+    method (:meth:`SSLModel.check_data`), in ``[0, 1]`` for the others (they train on
+    ``uint8`` data read as ``k / 255``). The result has the model's floating dtype and
+    sits on its device.
 
     Args:
         model: the method (its first floating parameter gives dtype and device).
@@ -274,7 +276,7 @@ def entry_images(model: nn.Module, images: Any, *, where: str) -> torch.Tensor:
     Raises:
         TypeError: for a non-tensor, or a dtype other than ``uint8`` or floating point.
         ValueError: for fewer than 3 dimensions, NaN or infinity, or floats outside
-            ``[0, 1]`` (e.g. ``0..255`` floats: divide by 255 or pass ``uint8``).
+            that range (e.g. ``0..255`` floats: divide by 255 or pass ``uint8``).
     """
     from pssl.datasets.core import as_float_images
 
@@ -290,8 +292,14 @@ def entry_images(model: nn.Module, images: Any, *, where: str) -> torch.Tensor:
         if not bool(torch.isfinite(images).all()):
             raise ValueError(f"{name}: images contain NaN or infinite values")
         low, high = float(images.min()), float(images.max())
-        if low < 0.0 or high > 1.0:
-            hint = " (0..255 values: divide by 255, or pass uint8)" if high > 1.0 else ""
+        hint = " (0..255 values: divide by 255, or pass uint8)" if high > 1.0 else ""
+        if getattr(model, "likelihood", None) is not None:
+            # a generative method accepts what training accepts: its likelihood's support
+            try:
+                model.check_data(images, name="images")  # type: ignore[operator]
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}{hint}") from None
+        elif low < 0.0 or high > 1.0:
             raise ValueError(
                 f"{name}: floating images must lie in [0, 1] as in training, got values in "
                 f"[{low:.4g}, {high:.4g}]{hint}"
