@@ -263,9 +263,8 @@ def entry_images(model: nn.Module, images: Any, *, where: str) -> torch.Tensor:
     """Images given to a public entry point, checked and converted as training converts its data.
 
     ``uint8`` images (``0..255``) become ``k / 255``; floating images must be finite
-    and lie where training data lies: in the likelihood's support for a generative
-    method (:meth:`SSLModel.check_data`), in ``[0, 1]`` for the others (they train on
-    ``uint8`` data read as ``k / 255``). The result has the model's floating dtype and
+    and lie in ``[0, 1]``, except for a likelihood whose mean may leave it (an
+    identity link on the real line). The result has the model's floating dtype and
     sits on its device.
 
     Args:
@@ -293,18 +292,25 @@ def entry_images(model: nn.Module, images: Any, *, where: str) -> torch.Tensor:
             raise ValueError(f"{name}: images contain NaN or infinite values")
         low, high = float(images.min()), float(images.max())
         hint = " (0..255 values: divide by 255, or pass uint8)" if high > 1.0 else ""
-        if getattr(model, "likelihood", None) is not None:
-            # a generative method accepts what training accepts: its likelihood's support
-            try:
-                model.check_data(images, name="images")  # type: ignore[operator]
-            except ValueError as err:
-                raise ValueError(f"{name}: {err}{hint}") from None
-        elif low < 0.0 or high > 1.0:
+        if _unit_interval_data(model) and (low < 0.0 or high > 1.0):
             raise ValueError(
                 f"{name}: floating images must lie in [0, 1] as in training, got values in "
                 f"[{low:.4g}, {high:.4g}]{hint}"
             )
     return as_float_images(images, dtype=dtype, device=device, name=f"{name}: images")
+
+
+def _unit_interval_data(model: nn.Module) -> bool:
+    """Whether the method's data lie in ``[0, 1]``: always for methods without a likelihood (they
+    train on ``uint8`` data read as ``k / 255``); for generative ones, unless the likelihood's
+    mean can leave ``[0, 1]`` (support on the real line and no sigmoid link)."""
+    likelihood = getattr(model, "likelihood", None)
+    if likelihood is None:
+        return True
+    support = str(getattr(likelihood, "support", ""))
+    if support.startswith(("[0, 1]", "8-bit")):
+        return True
+    return getattr(likelihood, "link", "sigmoid") == "sigmoid"
 
 
 def _checked_entry(method: Callable[..., Any], where: str) -> Callable[..., Any]:

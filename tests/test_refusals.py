@@ -195,3 +195,15 @@ def test_float64_models_get_float64_inputs() -> None:
 
 def test_probes_registry_keeps_its_name() -> None:
     assert PROBES.key == "probe"
+
+
+def test_an_identity_link_likelihood_accepts_real_valued_images() -> None:
+    from pssl.config import Component
+
+    method = build_for_data("vae", SHAPE, likelihood=Component("gaussian", {"link": "identity"})).eval()
+    images = torch.linspace(-3, 3, 2 * 64).reshape(2, *SHAPE)
+    with torch.no_grad():
+        assert method.encode(images).shape[0] == 2
+    sigmoid = build_for_data("vae", SHAPE, likelihood="gaussian").eval()
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        sigmoid.encode(images)
