@@ -23,7 +23,10 @@ so. History of the layout:
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,9 @@ CHECKPOINT_FORMAT = 3
 """Version of the checkpoint layout; bump when the dict's keys change meaning (and add a migration)."""
 
 _NAME = re.compile(r"^checkpoint-(\d{9})\.pt$")
+
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -138,16 +144,41 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     """
     path = Path(path)
     try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {err.strerror or err}") from None
+    if not stat.S_ISREG(mode):  # a FIFO or device would block torch.load or never end
+        raise CheckpointError(f"checkpoint {path} is not a regular file; pssl reads checkpoints it wrote")
+    try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read: not a checkpoint pssl wrote, or damaged "
+            f"({_torch_reason(err)})"
+        ) from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a pssl checkpoint (no format_version)")
     state = migrate(state, source=f"checkpoint {path}")
     check_state(state, source=f"checkpoint {path}")
     return state
+
+
+def _torch_reason(err: BaseException) -> str:
+    """A short reason from torch's error, without its advice (``weights_only=False`` is wrong advice
+    for a file pssl did not write: it would unpickle arbitrary objects)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        lowered = line.lower()
+        if "weights_only" in lowered or "weights only" in lowered or "documentation" in lowered:
+            continue
+        if "file an issue" in lowered or "pytorch.org" in lowered:
+            continue
+        return f"{type(err).__name__}: {line[:160]}"
+    return type(err).__name__
 
 
 REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
@@ -231,11 +262,22 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     file systems, and training restarts from the last good state); evaluation uses
     :func:`newest_checkpoint` and never falls back silently.
     """
+    skipped: list[tuple[Path, str]] = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
             load_checkpoint(path)
-        except CheckpointError:
+        except CheckpointError as err:
+            skipped.append((path, str(err)))
             continue
+        if skipped:
+            newest, reason = skipped[0]
+            logger.warning(
+                "resuming from %s, not the newest checkpoint %s%s: %s",
+                path.name,
+                newest.name,
+                f" (nor {len(skipped) - 1} other newer one(s))" if len(skipped) > 1 else "",
+                reason,
+            )
         return path
     return None
 

@@ -164,6 +164,31 @@ def check_training_data(model: SSLModel, data: Any, *, chunk: int = 4096, name: 
         model.check_data(float_images(data.images[start : start + chunk]), name=name)
 
 
+def check_modalities(method: SSLModel, data: DataSplits, augmenter: ViewAugmenter, config: Config) -> None:
+    """Refuse a paired method on unpaired data, and paired data under a vertical flip.
+
+    Paired methods (``clip``, ``simvae-multimodal``) read modality A from the top half
+    and modality B from the bottom half of each image; on plain images the halves are
+    no modalities, and a vertical flip would swap them on paired images.
+
+    Raises:
+        ValueError: naming ``model=``, ``data=`` or ``augment=`` and the way out.
+    """
+    if getattr(method, "needs_paired_data", False) and not data.paired:
+        raise ValueError(
+            f"model={config.model.name} needs paired data (two modalities per item, the top and bottom "
+            f"image halves); data={config.data.name} is not paired: use a paired-* data set "
+            f"(e.g. data=paired-digits; `pssl list` shows them)"
+        )
+    flip = augmenter.vertical_flip_probability()
+    if data.paired and flip > 0:
+        raise ValueError(
+            f"augment={config.augment.name} flips views vertically (probability {flip:g}), which swaps the "
+            f"two modalities of data={config.data.name} (top and bottom halves); use augment=paired or "
+            "augment.vertical_flip=0"
+        )
+
+
 def probe_batch(
     data: DataSplits,
     augmenter: ViewAugmenter,
@@ -236,6 +261,7 @@ def compose(
     if config.precision != "fp32":
         enable_network_precision(method)  # inert until Trainer.step's network_compute block
     augmenter = build_augmenter(config.augment.name, data.train.image_shape, config.augment.options)
+    check_modalities(method, data, augmenter, config)
     loss = Objective(method, elbo, guide=guide)
     dtype = floating_dtype(method)
     probe = probe_batch(
@@ -275,6 +301,7 @@ def compose(
 __all__ = [
     "RunParts",
     "build_from_config",
+    "check_modalities",
     "check_training_data",
     "compose",
     "float_images",

@@ -33,7 +33,9 @@ whose model has a discrete cluster latent sets ``num_clusters`` and offers
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import functools
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,6 +256,89 @@ class ModelSpec:
     likelihood: Component
 
 
+_ENTRY = threading.local()
+
+
+def entry_images(model: nn.Module, images: Any, *, where: str) -> torch.Tensor:
+    """Images given to a public entry point, checked and converted as training converts its data.
+
+    ``uint8`` images (``0..255``) become ``k / 255``; floating images must be finite
+    and lie in ``[0, 1]``, except for a likelihood whose mean may leave it (an
+    identity link on the real line). The result has the model's floating dtype and
+    sits on its device.
+
+    Args:
+        model: the method (its first floating parameter gives dtype and device).
+        images: ``(B, C, H, W)`` ``uint8`` or floating tensor.
+        where: the entry point named in messages (``"encode"``).
+
+    Raises:
+        TypeError: for a non-tensor, or a dtype other than ``uint8`` or floating point.
+        ValueError: for fewer than 3 dimensions, NaN or infinity, or floats outside
+            that range (e.g. ``0..255`` floats: divide by 255 or pass ``uint8``).
+    """
+    from pssl.datasets.core import as_float_images
+
+    name = f"{type(model).__name__}.{where}(images)"
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name}: images must be a torch.Tensor (B, C, H, W), got {type(images).__name__}")
+    if images.ndim < 3:
+        raise ValueError(f"{name}: images must have shape (B, C, H, W), got {tuple(images.shape)}")
+    anchor = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype = anchor.dtype if anchor is not None else torch.float32
+    device = anchor.device if anchor is not None else images.device
+    if images.is_floating_point() and images.numel():
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"{name}: images contain NaN or infinite values")
+        low, high = float(images.min()), float(images.max())
+        hint = " (0..255 values: divide by 255, or pass uint8)" if high > 1.0 else ""
+        if _unit_interval_data(model) and (low < 0.0 or high > 1.0):
+            raise ValueError(
+                f"{name}: floating images must lie in [0, 1] as in training, got values in "
+                f"[{low:.4g}, {high:.4g}]{hint}"
+            )
+    return as_float_images(images, dtype=dtype, device=device, name=f"{name}: images")
+
+
+def _unit_interval_data(model: nn.Module) -> bool:
+    """Whether the method's data lie in ``[0, 1]``: always for methods without a likelihood (they
+    train on ``uint8`` data read as ``k / 255``); for generative ones, unless the likelihood's
+    mean can leave ``[0, 1]`` (support on the real line and no sigmoid link)."""
+    likelihood = getattr(model, "likelihood", None)
+    if likelihood is None:
+        return True
+    support = str(getattr(likelihood, "support", ""))
+    if support.startswith(("[0, 1]", "8-bit")):
+        return True
+    return getattr(likelihood, "link", "sigmoid") == "sigmoid"
+
+
+def _checked_entry(method: Callable[..., Any], where: str) -> Callable[..., Any]:
+    """Wrap an image entry point (``encode``, ``reconstruct``, ...) with :func:`entry_images`.
+
+    Only the outermost call checks (``reconstruct`` calling ``encode`` checks once).
+    """
+
+    @functools.wraps(method)
+    def checked(self: nn.Module, images: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_ENTRY, "depth", 0):
+            return method(self, images, *args, **kwargs)
+        images = entry_images(self, images, where=where)
+        _ENTRY.depth = 1
+        try:
+            return method(self, images, *args, **kwargs)
+        finally:
+            _ENTRY.depth = 0
+
+    checked._pssl_checked = True  # type: ignore[attr-defined]
+    return checked
+
+
+ENTRY_POINTS = ("encode", "reconstruct", "cluster")
+"""Methods of :class:`SSLModel` that take ``(B, C, H, W)`` images from users; every subclass's
+definitions of them are wrapped with :func:`entry_images` (the checks training applies)."""
+
+
 class SSLModel(nn.Module):
     """Base class of every method.
 
@@ -265,6 +350,8 @@ class SSLModel(nn.Module):
     Attributes:
         generative: whether the method models x (has a decoder and likelihood).
         min_views: the fewest views per item the method can use.
+        needs_paired_data: the method reads two modalities from each image (its top and
+            bottom halves); training refuses data that is not paired (``paired-*``).
         num_views: J used when the model samples views without being given any
             (set from the spec by :func:`build_model`).
         representation_dim: size of :meth:`encode`'s output.
@@ -274,8 +361,16 @@ class SSLModel(nn.Module):
         pyro_name: the prefix of this method's names in Pyro's param store.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for where in ENTRY_POINTS:
+            method = cls.__dict__.get(where)
+            if callable(method) and not getattr(method, "_pssl_checked", False):
+                setattr(cls, where, _checked_entry(method, where))
+
     generative: bool = False
     min_views: int = 1
+    needs_paired_data: bool = False
     num_views: int = 2
     representation_dim: int
     guide_networks: tuple[str, ...] = ()

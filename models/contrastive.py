@@ -183,6 +183,7 @@ class CLIP(PointMassSSL):
     """
 
     min_views = 1
+    needs_paired_data = True
     guide_networks = ("first_backbone", "second_backbone")
     pyro_name = "clip"
 

@@ -133,6 +133,7 @@ class MultimodalSimVAE(SimVAE):
     """
 
     min_views = 1
+    needs_paired_data = True
     pyro_name = "simvae-multimodal"
 
     def __init__(

@@ -50,7 +50,7 @@ from pssl.models import sites
 from pssl.registry import Entry, Registry
 
 PRIORS: Registry[LatentPrior] = Registry("prior")
-VIEW_PRIORS: Registry[ViewPrior] = Registry("view prior")
+VIEW_PRIORS: Registry[ViewPrior] = Registry("view prior", key="view_prior")
 
 REFERENCE_VIEW_VARIANCE = 0.15
 """sigma_zy^2 of the reference setup; the default variance of every view prior."""

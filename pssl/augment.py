@@ -108,6 +108,8 @@ def _check_range(
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
         raise TypeError(f"{name} must be a pair (min, max), got {value!r}")
     a, b = float(value[0]), float(value[1])
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"{name} must be finite numbers (min, max), got {value!r}")
     too_low = a <= low if open_low else a < low
     if too_low or b > high or a > b:
         first = "<" if open_low else "<="
@@ -121,7 +123,7 @@ def _jitter_range(
     """torchvision's reading of a jitter strength: ``s -> (max(0, c - s), c + s)``, or a pair as given."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         strength = float(value)
-        if strength < 0 or (bound is not None and strength > bound):
+        if not math.isfinite(strength) or strength < 0 or (bound is not None and strength > bound):
             upper = "" if bound is None else f" and at most {bound}"
             raise ValueError(f"{name} strength must be non-negative{upper}, got {value!r}")
         low = center - strength if bound is not None else max(0.0, center - strength)
@@ -850,6 +852,15 @@ class ViewAugmenter:
             return None
         return tail[0] if len(tail) == 1 else Compose(tail, name="evaluation")
 
+    def vertical_flip_probability(self) -> float:
+        """The largest probability with which a step of the pipeline flips a view top to bottom.
+
+        Paired data holds its two modalities as the top and bottom halves of each
+        image, so a pipeline that flips vertically would swap them.
+        """
+        steps = self.transform.transforms if isinstance(self.transform, Compose) else [self.transform]
+        return max((float(s.p) for s in steps if isinstance(s, RandomVerticalFlip)), default=0.0)
+
     def output_shape(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
         """``(C, H, W)`` of each view for input images of ``image_shape`` ``(C, H, W)``."""
         channels, height, width = (int(v) for v in image_shape)
@@ -897,7 +908,7 @@ class ViewAugmenter:
 
 # --------------------------------------------------------------------------- presets
 
-AUGMENTATIONS: Registry[ViewAugmenter] = Registry("augmentation preset")
+AUGMENTATIONS: Registry[ViewAugmenter] = Registry("augmentation preset", key="augment")
 """View-augmentation presets: ``factory(image_shape, *, options) -> ViewAugmenter``."""
 
 

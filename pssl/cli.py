@@ -335,6 +335,38 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM once the command is over (reporting, interpreter shutdown): exit 130 at once."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(130)
+
+
+INTERRUPT_HINTS = {
+    "train": "files written so far are complete; if a checkpoint was written, `pssl resume RUN_DIR` "
+    "continues, else run the command again",
+    "resume": "files written so far are complete; run the same `pssl resume` again to continue",
+    "evaluate": "nothing half-written is kept; run the same `pssl evaluate` again",
+    "diagnose": "nothing half-written is kept; run the same `pssl diagnose` again",
+    "compare": "rerun the same `pssl compare` command to continue: finished pairs are reused",
+    "demo": "rerun the same `pssl demo` command to continue",
+}
+
+
+def _interrupt_line(command: str, err: BaseException) -> str:
+    """One line for an interrupt: the loop's own message (where it stopped and how to continue),
+    or, outside the loop, what stopped the command and what to do."""
+    message = str(err).strip()
+    if message and ("pssl resume" in message or "pssl compare" in message):
+        return message
+    what = message or "Ctrl-C (SIGINT)"
+    hint = INTERRUPT_HINTS.get(command, "run the command again")
+    return f"{what} outside the training loop; {hint}"
+
+
 def _error_line(err: BaseException) -> str:
     from pssl.rundir import describe_os_error
 
@@ -392,11 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread
         pass
     try:
-        return _dispatch(args, parser)
+        try:
+            return _dispatch(args, parser)
+        finally:
+            if previous is not None:  # from here a SIGTERM ends the process with 130, not -15
+                signal.signal(signal.SIGTERM, _exit_on_sigterm)
     except KeyboardInterrupt as err:
         if show_traceback:
             traceback.print_exc()
-        print(f"pssl {args.command}: interrupted: {err or 'stopped by signal 2'}", file=sys.stderr)
+        print(f"pssl {args.command}: interrupted: {_interrupt_line(args.command, err)}", file=sys.stderr)
         return 130
     except (ValueError, TypeError, RuntimeError, FloatingPointError, OSError, MemoryError) as err:
         if show_traceback:
@@ -404,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pssl {args.command}: error: {_error_line(err)}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
+        # called from Python (argv given): give the caller its handler back; from the shell the
+        # shutdown handler stays, so a SIGTERM while the interpreter exits still gives 130
+        if previous is not None and argv is not None:
             signal.signal(signal.SIGTERM, previous)
 
 

@@ -32,6 +32,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
 
@@ -41,13 +45,38 @@ __all__ = [
     "gather_with_grad",
     "is_distributed",
     "local_rows",
+    "one_process",
     "rank",
     "world_size",
 ]
 
 
+_scope = threading.local()
+
+
 def _initialised() -> bool:
+    if getattr(_scope, "one_process", 0):
+        return False
     return dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def one_process() -> Iterator[None]:
+    """Within this block every helper acts as with one process (no rank is waited for).
+
+    What one rank does alone after training (evaluation, labelling the objective
+    by tracing the model, figures, diagnostics) runs the model's ``model``/``guide``
+    on that rank's tensors only: the other ranks may have left, and a gather would
+    wait for them forever or fail. Inside the block :func:`world_size` is 1,
+    :func:`rank` is 0, and :func:`gather_with_grad`, :func:`gather` and
+    :func:`all_reduce_with_grad` return their input. Blocks nest; the scope is per
+    thread.
+    """
+    _scope.one_process = getattr(_scope, "one_process", 0) + 1
+    try:
+        yield
+    finally:
+        _scope.one_process -= 1
 
 
 def is_distributed() -> bool:

@@ -39,9 +39,9 @@ import torch
 from pssl.config import Config, ConfigError, apply_overrides
 from pssl.inference.checkpoint import list_checkpoints
 from pssl.rundir import (
-    LOCK_NAME,
     claim,
     config_differences,
+    holds_only_pssl_files,
     is_run_directory,
     read_run_config,
     save_figure,
@@ -99,6 +99,11 @@ def parse_compare(tokens: list[str]) -> ComparePlan:
                 raise ConfigError(f"seeds must be comma-separated integers, got {value!r}") from None
         elif key == "probes":
             probes = tuple(p.strip() for p in value.split(",") if p.strip())
+            if not probes:
+                raise ConfigError(
+                    f"probes={value} names no probe; give probes=NAME,NAME,... from "
+                    f"{', '.join(FULL_PROBES)} (or leave probes= off for all of them)"
+                )
         elif key == "out":
             if not value:
                 raise ConfigError("out= needs a folder")
@@ -199,7 +204,7 @@ def _same_config(run_dir: Path, config: Config) -> bool:
 def _owned_by_compare(entry: Path) -> bool:
     """Entries of a compare folder that pssl wrote: its outputs and the pairs' run directories."""
     if entry.is_dir():
-        return is_run_directory(entry) or (entry / LOCK_NAME).is_file()
+        return is_run_directory(entry) or holds_only_pssl_files(entry)
     return entry.name in OUTPUT_NAMES
 
 
@@ -472,8 +477,14 @@ def _run_claimed(plan: ComparePlan) -> dict[str, Any]:
             logger.info("[compare] %s seed %s ...", model, seed)
             try:
                 metrics, action = run_pair(plan, model, seed)
-            except KeyboardInterrupt:
-                raise
+            except KeyboardInterrupt as err:
+                # the pair's own advice (`pssl resume PAIR`) would finish one pair; rerunning the
+                # comparison resumes that pair from its checkpoint and reuses the finished ones
+                reason = str(err).split("; continue with", 1)[0] or "interrupted by Ctrl-C (SIGINT)"
+                raise KeyboardInterrupt(
+                    f"{reason} (compare: {model} seed {seed}); rerun the same `pssl compare` command to "
+                    "continue: finished pairs are reused and an interrupted pair resumes from its checkpoint"
+                ) from None
             except Exception as err:  # one failed pair must not lose the others
                 failures[f"{model} seed {seed}"] = one_line_error(err)
                 logger.error("[compare] %s seed %s failed: %s", model, seed, failures[f"{model} seed {seed}"])

@@ -153,15 +153,20 @@ class Config:
 
     def validate(self) -> None:
         """Check the plain fields' values; components are checked by their registries."""
-        positive = ("latent_dim", "num_views", "batch_size", "log_every", "keep_checkpoints")
+        positive = ("latent_dim", "num_views", "batch_size", "epochs", "log_every", "keep_checkpoints")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("epochs", "checkpoint_every", "seed"):
+        for name in ("checkpoint_every", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.out is not None and (not isinstance(self.out, str) or not self.out.strip()):
+            raise ConfigError(
+                f"out= needs a folder, got {self.out!r}; leave out= off for the default "
+                "runs/MODEL-DATA-seedSEED"
+            )
         if self.seed >= 2**63:
             raise ConfigError(f"seed must be below 2**63, got {self.seed!r}")
         for name in ("lr", "adam_eps"):
@@ -342,6 +347,11 @@ def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
                 new.options = old.options
             values[head] = new
         else:
+            if head == "out" and isinstance(value, str) and value.strip().lower() in ("", "none"):
+                raise ConfigError(
+                    f"out={value} names no folder; give out=FOLDER, or leave out= off for the default "
+                    "runs/MODEL-DATA-seedSEED"
+                )
             try:
                 values[head] = coerce(value, _HINTS[head], where=head)
             except (TypeError, ValueError) as err:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from pssl.collectives import one_process
 from pssl.config import Config
 from pssl.datasets import DataSplits
 from pssl.datasets.core import as_float_images
@@ -60,9 +61,11 @@ def run_experiment(
             result = train(config, data=data, model=model, **callbacks)
             if not result.is_main:
                 return {}
-            metrics = finish_run(result, probes=probes, augmentation_style=augmentation_style)
-            if board is not None:
-                board.log_embedding(result.model, result.data, int(metrics["training"].get("steps", 0)))
+            # Rank 0 alone from here: the other ranks may have left, so nothing may wait for them.
+            with one_process():
+                metrics = finish_run(result, probes=probes, augmentation_style=augmentation_style)
+                if board is not None:
+                    board.log_embedding(result.model, result.data, int(metrics["training"].get("steps", 0)))
             return metrics
         finally:
             if board is not None:
@@ -84,9 +87,18 @@ def finish_run(
         augmentation_style: also measure how well the representation of a view
             predicts that view's augmentation parameters (the run's own preset).
 
+    It runs on one process (under ``torchrun``, rank 0 alone, after the others
+    have left): the model's collectives act as with one process
+    (:func:`pssl.collectives.one_process`).
+
     Returns:
         The metrics, with ``"file"`` naming where they were written.
     """
+    with one_process():
+        return _finish_run(result, probes=probes, augmentation_style=augmentation_style)
+
+
+def _finish_run(result: TrainResult, *, probes: tuple[str, ...], augmentation_style: bool) -> dict[str, Any]:
     from pssl.augment import build_augmenter
     from pssl.evaluation import evaluate
 

@@ -10,6 +10,7 @@ documented parameter list.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -72,14 +73,17 @@ def coerce(value: Any, annotation: Any, *, where: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() == "none"):
             if type(None) in args:
                 return None
-        errors = []
+        errors: list[TypeError | ValueError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return coerce(value, arg, where=where)
             except (TypeError, ValueError) as err:
-                errors.append(str(err))
+                errors.append(err)
+        refused = [err for err in errors if isinstance(err, ValueError)]  # read, but out of range
+        if refused:
+            raise refused[0]
         raise TypeError(f"{where}: cannot read {value!r} as {_type_name(annotation)}")
     if origin is typing.Literal:
         if value in args:
@@ -116,9 +120,12 @@ def coerce(value: Any, annotation: Any, *, where: str) -> Any:
         if isinstance(value, bool):
             raise TypeError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise TypeError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):  # every numeric option: NaN passes every range check silently
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, str):
             return value
@@ -144,8 +151,10 @@ class Registry(Generic[T]):
         >>> priors.build("gaussian", {"scale": "2.0"}, latent_dim=10)
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, key: str | None = None) -> None:
         self.kind = kind
+        self.key = key or kind
+        """The configuration key users type (``augment`` in ``augment.crop_scale_min=2``)."""
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, *, help: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -198,13 +207,27 @@ class Registry(Generic[T]):
                 raise ValueError(
                     f"{self.kind} {name!r} has no option {key!r}; accepted: {', '.join(settable) or '(none)'}"
                 )
-            resolved[key] = coerce(value, hints.get(key, Any), where=f"{self.kind}.{key}")
+            resolved[key] = coerce(value, hints.get(key, Any), where=f"{self.key}.{key}")
         return resolved
 
     def build(self, name: str, options: dict[str, Any] | None = None, /, **framework: Any) -> T:
-        """Construct ``name`` with user ``options`` plus framework-supplied arguments."""
+        """Construct ``name`` with user ``options`` plus framework-supplied arguments.
+
+        A ``ValueError``/``TypeError`` the factory raises about a value names the
+        options the user typed (``model.proj_dim=0: ...``): factories check their own
+        parameters, whose names (``output_dim``) need not be the options' names.
+        """
         entry = self.entry(name)
-        return entry.factory(**framework, **self.resolve_options(name, options))
+        resolved = self.resolve_options(name, options)
+        try:
+            return entry.factory(**framework, **resolved)
+        except (ValueError, TypeError) as err:
+            if type(err) not in (ValueError, TypeError) or not options:
+                raise
+            typed = ", ".join(f"{self.key}.{k}={v}" for k, v in options.items())
+            if all(f"{self.key}.{k}" in str(err) for k in options):
+                raise
+            raise type(err)(f"{self.key}={name} with {typed}: {err}") from err
 
     def describe(self) -> str:
         """One line per entry: signature and help, for ``--help`` listings."""

@@ -405,6 +405,8 @@ def is_run_directory(folder: str | Path) -> bool:
     """Whether ``folder`` holds a ``config.json`` written by pssl."""
     path = Path(folder) / CONFIG_NAME
     try:
+        if not path.is_file():  # a FIFO named config.json would block the read
+            return False
         return is_pssl_config(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return False
@@ -422,18 +424,43 @@ def _only_ours(folder: Path, extra: Callable[[Path], bool] | None) -> bool:
     return True
 
 
+def holds_only_pssl_files(folder: str | Path) -> bool:
+    """Whether ``folder`` holds nothing but pssl's lock, temporary files and checkpoints.
+
+    Such a folder is one pssl started and left before it wrote ``config.json``
+    (e.g. a process killed at start-up). A lock file alone does not make a
+    folder pssl's when it also holds other files.
+    """
+    try:
+        return Path(folder).is_dir() and _only_ours(Path(folder), None)
+    except OSError:
+        return False
+
+
+def _holds_runs(folder: Path) -> bool:
+    """Whether a sub-folder of ``folder`` is a pssl run (what a compare folder holds)."""
+    try:
+        return any(entry.is_dir() and is_run_directory(entry) for entry in folder.iterdir())
+    except OSError:
+        return False
+
+
 def check_target(
     folder: str | Path, *, kind: str = "run", owns: Callable[[Path], bool] | None = None
 ) -> None:
     """Refuse a folder pssl must not write into; reads only.
 
-    Accepted: a folder that does not exist yet, an empty one, a pssl run
-    (``kind="run"``), a folder pssl has locked before, or one whose every entry
-    ``owns(entry)`` accepts (e.g. the files and runs of a comparison).
+    Accepted: a folder that does not exist yet, an empty one (or one holding
+    only pssl's lock, temporary files and checkpoints), a pssl run
+    (``kind="run"``), or one whose every entry ``owns(entry)`` accepts (e.g. the
+    files and runs of a comparison). A lock file next to other files does not
+    make a folder pssl's. A folder is a run or a compare folder, never both: a
+    run is refused as a compare folder, and a folder holding runs as a run.
 
     Raises:
-        RunDirectoryError: for a file in the way, or a non-empty folder holding
-            files that pssl did not write (the message names the folder).
+        RunDirectoryError: for a file in the way, a folder of the other kind, or a
+            non-empty folder holding files that pssl did not write (the message
+            names the folder).
     """
     folder = Path(folder)
     if not folder.exists():
@@ -444,10 +471,18 @@ def check_target(
         raise RunDirectoryError(
             f"out={folder} is a file, not a folder; choose another out= (nothing was written)"
         )
-    if (folder / LOCK_NAME).is_file():
-        return
     if kind == "run" and is_run_directory(folder):
         return
+    if kind != "run" and is_run_directory(folder):
+        raise RunDirectoryError(
+            f"out={folder} is a pssl training run (it has {CONFIG_NAME}), not a {kind} folder; choose "
+            f"another out= for the {kind} (nothing was written)"
+        )
+    if kind == "run" and _holds_runs(folder):
+        raise RunDirectoryError(
+            f"out={folder} holds pssl runs (a compare folder), not one run; choose another out= "
+            "(nothing was written)"
+        )
     if _only_ours(folder, owns):
         return
     what = "a pssl run" if kind == "run" else f"a pssl {kind} folder"
@@ -526,11 +561,21 @@ class RunLock:
 
 def holder_pid(folder: str | Path) -> int | None:
     """The PID recorded in ``folder``'s lock file (the last process that held it), if readable."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        text = (Path(folder) / LOCK_NAME).read_text().strip()
-        return int(text)
+        fd = os.open(Path(folder) / LOCK_NAME, flags)
+    except OSError:
+        return None
+    try:
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return int(os.pread(fd, 32, 0).decode("ascii").strip())
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
 
 
 def claim(
@@ -580,12 +625,12 @@ def claim(
             raise _with_path(err, folder) from err
         created = [p for p in reversed(missing)]
     lock_path = folder / LOCK_NAME
-    created_lock = not lock_path.exists()
+    created_lock = not lock_path.exists() and not lock_path.is_symlink()
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
+        fd = open_lock_file(lock_path)
+    except BaseException:
         _remove_created(created)
-        raise _with_path(err, lock_path) from err
+        raise
     import fcntl
 
     try:
@@ -610,6 +655,46 @@ def claim(
     except OSError as err:
         logger.warning("cannot list %s: %s", folder, describe_os_error(err))
     return RunLock(key)
+
+
+def open_lock_file(lock_path: str | Path) -> int:
+    """Open (or create) a lock file for reading and writing, refusing anything but a plain file.
+
+    ``O_NOFOLLOW`` refuses a symbolic link (whose target may lie outside the run
+    directory: pssl writes its PID into the lock), ``O_NONBLOCK`` keeps a FIFO from
+    hanging the open, and the opened file must be a regular file with one link
+    (a hard link would let the PID overwrite a file elsewhere).
+
+    Returns:
+        The open file descriptor.
+
+    Raises:
+        RunDirectoryError: for a link, a FIFO, a folder, a device or a hard-linked file.
+        OSError: the system's error otherwise (path named).
+    """
+    import stat
+
+    lock_path = Path(lock_path)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    refusal = (
+        f"{lock_path} is not a plain file; pssl keeps its lock there and will not write through it "
+        "(remove it, or use a copy of the run without it)"
+    )
+    if lock_path.is_symlink():
+        raise RunDirectoryError(refusal.replace("not a plain file", "a symbolic link"))
+    try:
+        fd = os.open(lock_path, flags, 0o644)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EISDIR):
+            raise RunDirectoryError(refusal) from None
+        raise _with_path(err, lock_path) from err
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a plain file"
+        raise RunDirectoryError(refusal.replace("not a plain file", what))
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _remove_created(created: list[Path]) -> None:
@@ -687,9 +772,11 @@ __all__ = [
     "describe_os_error",
     "holder_pid",
     "holds_lock",
+    "holds_only_pssl_files",
     "is_pssl_config",
     "is_run_directory",
     "is_temporary",
+    "open_lock_file",
     "read_run_config",
     "save_figure",
     "write_bytes",

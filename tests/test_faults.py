@@ -260,6 +260,8 @@ def test_sigint_between_compare_pairs_stops_the_comparison(tmp_path: Path, capsy
     tokens = ["compare", "models=vae,simvae", "seeds=0", "probes=linear", f"out={out}"]
     tokens += [t for t in TINY if not t.startswith(("progress", "epochs", "checkpoint_every"))]
     tokens += ["epochs=1"]
+    # SIGINT is ignored when pytest runs in the background: Ctrl-C must raise here all the same
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     original = pssl.compare.run_pair
     done_pairs = []
 
@@ -272,7 +274,9 @@ def test_sigint_between_compare_pairs_stops_the_comparison(tmp_path: Path, capsy
     monkeypatch.setattr(pssl.compare, "run_pair", then_interrupt)
     code, err = cli(tokens, capsys)
     monkeypatch.undo()
+    signal.signal(signal.SIGINT, previous)
     assert code == 130, err
+    assert "rerun the same `pssl compare` command" in err, err
     assert done_pairs == ["vae"] and not (out / "simvae-seed0").exists()
     assert not (out / "results.csv").exists()
     assert main(tokens) == 0

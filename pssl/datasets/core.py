@@ -32,7 +32,7 @@ from pssl.registry import Registry
 FACTOR_KINDS = ("discrete", "continuous")
 """Accepted values of :attr:`TensorData.factor_kinds`."""
 
-DATASETS: Registry[DataSplits] = Registry("data set")
+DATASETS: Registry[DataSplits] = Registry("data set", key="data")
 """Registry of data set factories; each returns a :class:`DataSplits`."""
 
 PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (

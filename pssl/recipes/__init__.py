@@ -70,21 +70,59 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         ConfigError: naming the file, if it is missing, unreadable, not JSON or not an object.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be read: {err}") from None
+    text = _read_small_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to be a config file") from None
     if not isinstance(data, dict):
         raise ConfigError(
             f"config file {path} must hold a JSON object of config keys, got {type(data).__name__}"
         )
     return data
+
+
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file is a few hundred bytes; anything beyond this is not one (e.g. ``/dev/zero``)."""
+
+
+def _read_small_text(path: Path) -> str:
+    """The UTF-8 text of a regular file of at most :data:`MAX_CONFIG_BYTES`, or a one-line ConfigError.
+
+    A FIFO or device (``/dev/zero``, ``/dev/stdin``) would block or never end, and a link
+    that points to itself never resolves: each is refused naming the file.
+    """
+    import errno
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as err:
+        cause = "a symbolic link that points to itself" if err.errno == errno.ELOOP else err.strerror
+        raise ConfigError(f"config file {path} cannot be read: {cause}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"config file {path} is not a regular file (a folder, FIFO or device)")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes; not a config file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
 
 
 def load_config_file(path: str | Path) -> Config:
