@@ -282,6 +282,11 @@ class ImportanceSamples:
         view_shape: ``(J, C, H, W)`` of the views the model was given.
         latent_site_shapes: the per-item shape of each guide latent in the trace
             (to put stored draws back into a trace, e.g. for predictive draws).
+        proposal: ``"hierarchical"`` (:mod:`pssl.diagnostics.proposal`) or ``"guide"``.
+        tempering: how the likelihood's tempering was scored: ``"none"`` (untempered model),
+            ``"proper"`` (a tempered Gaussian/Laplace scored as the proper density it is) or
+            ``"untempered"`` (the tempering dropped; the estimate is of another model than
+            the one trained).
     """
 
     log_weights: torch.Tensor
@@ -301,6 +306,8 @@ class ImportanceSamples:
     observed: torch.Tensor | None = None
     view_shape: tuple[int, ...] = ()
     latent_site_shapes: dict[str, torch.Size] = field(default_factory=dict)
+    proposal: str = "guide"
+    tempering: str = "none"
 
     @property
     def num_samples(self) -> int:
@@ -345,11 +352,14 @@ def importance_sample(
     max_images_per_pass: int = 4096,
     statistics: Any = None,
     keep_latents: bool = True,
+    proposal: str = "hierarchical",
+    guide: Any = None,
+    tempering: str = "auto",
 ) -> ImportanceSamples:
-    """Draw ``num_samples`` guide samples per item and weigh them against the model.
+    """Draw ``num_samples`` proposal samples per item and weigh them against the model.
 
     Args:
-        model: a generative method (its guide is the proposal).
+        model: a generative method.
         views: ``(N, J, C, H, W)`` float views of ``N`` items.
         num_samples: K, draws per item (K = 1 gives the ELBO; k-hat needs K >= 2).
         seed: seeds the draws (the caller's RNG state is restored afterwards).
@@ -358,15 +368,35 @@ def importance_sample(
         statistics: ``images (..., C, H, W) -> dict[str, (...)]`` for predictive
             checks; default :func:`pssl.diagnostics.predictive.image_statistics`.
         keep_latents: keep the latent draws (float32, ``(K, N, ...)`` each).
+        proposal: ``"hierarchical"`` (default): the proposal of
+            :mod:`pssl.diagnostics.proposal`, built from the model's priors and the
+            encoder's per-view Gaussians, whatever y-guide the model was trained with;
+            ``"guide"``: the model's own guide (not a proposal when it has point masses).
+        guide: a guide for global latents (sites outside the items plate), called with the
+            model's arguments. Its draws are used as posterior draws given the training
+            data, so each item's estimate is the held-out predictive
+            ``log E_{q(theta)} p(x_i | theta)`` (``log p(theta) - log q(theta)`` does not enter).
+            With it, each particle is a separate pass (one global draw per particle).
+        tempering: ``"auto"``: a tempered Gaussian or Laplace likelihood is scored as the
+            proper density it is, any other tempered likelihood raises
+            :class:`~pssl.diagnostics.proposal.TemperingError`; ``"untempered"``: score the
+            model without its tempering (labelled ``tempering: untempered``).
 
     Returns:
         :class:`ImportanceSamples`.
     """
     from pssl.diagnostics.predictive import image_statistics
+    from pssl.diagnostics.proposal import PROPOSALS, TEMPERINGS
 
     statistics = statistics or image_statistics
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if proposal not in PROPOSALS:
+        raise ValueError(f"unknown proposal {proposal!r}; accepted: {', '.join(PROPOSALS)}")
+    if tempering not in TEMPERINGS:
+        raise ValueError(f"unknown tempering {tempering!r}; accepted: {', '.join(TEMPERINGS)}")
+    if guide is not None and proposal != "hierarchical":
+        raise ValueError("guide= (global latents) needs proposal='hierarchical'")
     if views.dim() != 5:
         raise ValueError(f"views must be (items, views, C, H, W), got shape {tuple(views.shape)}")
     if not model.generative:
@@ -377,11 +407,13 @@ def importance_sample(
     total = num_samples
     items_per_pass = max(1, min(num_items, max_images_per_pass // (total * num_views)))
     particles_per_pass = max(1, min(total, max_images_per_pass // (items_per_pass * num_views)))
+    if guide is not None:
+        particles_per_pass = 1
 
     log_weights = torch.empty(total, num_items, dtype=torch.float64)
     log_lik = torch.empty(total, num_items, dtype=torch.float64)
     result = ImportanceSamples(
-        log_weights=log_weights, log_likelihood=log_lik, view_shape=tuple(views.shape[1:])
+        log_weights=log_weights, log_likelihood=log_lik, view_shape=tuple(views.shape[1:]), proposal=proposal
     )
     observed_chunks: list[torch.Tensor] = []
     kl_sum: torch.Tensor | None = None
@@ -394,6 +426,16 @@ def importance_sample(
             for start in range(0, num_items, items_per_pass):
                 chunk = views[start : start + items_per_pass]
                 b = chunk.shape[0]
+                chunk_proposal = None
+                if proposal == "hierarchical":
+                    chunk_proposal = proposal_for_items(model, chunk, guide=guide, tempering=tempering)
+                    guide_trace, model_trace = chunk_proposal.guide_trace, chunk_proposal.model_trace
+                    posterior_means.append(_posterior_mean(guide_trace, b))
+                    observed_chunks.append(_observed_value(model_trace, b))
+                    kl = _kl_per_dim(guide_trace, model_trace, result, particles_are_fresh=True, num_items=b)
+                    if kl is not None:
+                        kl_sum = kl[0] if kl_sum is None else kl_sum + kl[0]
+                        kl_count += kl[1]
                 for p0 in range(0, total, particles_per_pass):
                     k = min(particles_per_pass, total - p0)
                     replicated = chunk.repeat(k, 1, 1, 1, 1)
@@ -402,8 +444,22 @@ def importance_sample(
                         index=torch.arange(b, device=views.device).repeat(k),
                         num_items=k * b,
                     )
-                    guide_trace, model_trace = trace_pair(model, batch)
                     slot = (slice(p0, p0 + k), slice(start, start + b))
+                    if chunk_proposal is not None:
+                        _record_proposal_pass(
+                            result,
+                            model,
+                            chunk_proposal,
+                            batch,
+                            k,
+                            slot,
+                            statistics,
+                            keep_latents,
+                            tempering,
+                            guide,
+                        )
+                        continue
+                    guide_trace, model_trace = trace_pair(model, batch)
                     _record_pass(
                         result, guide_trace, model_trace, slot, statistics, keep_latents, views.device
                     )
@@ -430,6 +486,107 @@ def importance_sample(
     if kl_sum is not None and kl_count:
         result.kl_per_dim = (kl_sum / kl_count).float()
     return result
+
+
+@dataclass
+class ItemsProposal:
+    """The hierarchical proposal for one chunk of items, with the traces it was read from."""
+
+    proposal: Any
+    guide_trace: poutine.Trace
+    model_trace: poutine.Trace
+    likelihood_scale: float
+
+
+def proposal_for_items(
+    model: SSLModel, views: torch.Tensor, *, guide: Any = None, tempering: str = "auto"
+) -> ItemsProposal:
+    """Build :class:`~pssl.diagnostics.proposal.HierarchicalProposal` for ``(B, J, C, H, W)`` views.
+
+    Raises:
+        TemperingError: for a tempered likelihood without a proper form under ``tempering="auto"``.
+    """
+    from pssl.diagnostics.proposal import (
+        _site_scale,
+        build_proposal,
+        guide_values,
+        observation_density,
+        traced_model,
+    )
+
+    b = views.shape[0]
+    batch = ViewBatch(views=views, index=torch.arange(b, device=views.device), num_items=b)
+    global_values = guide_values(guide, batch)
+    guide_trace = prune_subsample_sites(poutine.trace(model.guide).get_trace(batch))
+    model_trace = prune_subsample_sites(
+        poutine.trace(
+            poutine.replay(poutine.condition(model.model, data=global_values), trace=guide_trace)
+        ).get_trace(batch)
+    )
+    x_site = sample_sites(model_trace, observed=True).get(sites.OBSERVATION)
+    if x_site is None:
+        raise ValueError(f"{type(model).__name__}'s model has no observed {sites.OBSERVATION!r} site")
+    scale = _site_scale(x_site)
+    observation_density(x_site["fn"], scale, tempering)  # refuses an improper tempering before any work
+    local = {
+        name: s["value"]
+        for name, s in sample_sites(guide_trace, observed=False).items()
+        if name in (sites.CONTENT, sites.VIEW_LATENT)
+    }
+    structure = traced_model(model, batch, {**local, **global_values})
+    built = build_proposal(
+        structure, guide_trace, likelihood_scale=scale if tempering == "untempered" else 1.0
+    )
+    return ItemsProposal(built, guide_trace, model_trace, scale)
+
+
+def _record_proposal_pass(
+    result: ImportanceSamples,
+    model: SSLModel,
+    chunk_proposal: ItemsProposal,
+    batch: ViewBatch,
+    k: int,
+    slot: tuple[slice, slice],
+    statistics: Any,
+    keep_latents: bool,
+    tempering: str,
+    guide: Any,
+) -> None:
+    """One pass of the hierarchical proposal: draw, weigh, record at ``slot = (draws, items)``."""
+    from pssl.diagnostics.proposal import guide_values, model_log_density, observation_density, traced_model
+
+    b = slot[1].stop - slot[1].start
+    total, num_items = result.log_weights.shape
+    proposal = chunk_proposal.proposal.replicate(k)
+    values = proposal.sample()
+    trace = traced_model(model, batch, {**values, **guide_values(guide, batch)})
+    log_p, log_lik, label = model_log_density(trace, k * b, tempering=tempering)
+    log_w = log_p - proposal.log_prob(values).double()
+    result.tempering = label
+    result.log_weights[slot] = log_w.reshape(k, b).cpu()
+    result.log_likelihood[slot] = log_lik.reshape(k, b).cpu()
+    x_site = trace.nodes[sites.OBSERVATION]
+    result.discrete_observation = bool(x_site["fn"].support.is_discrete)
+    result.binary_observation = _is_binary_support(x_site["fn"].support)
+    if keep_latents:
+        for name, value in values.items():
+            site = trace.nodes[name]
+            dims, shape = _site_dims(name, site, value.shape[1:])
+            if name not in result.latents:
+                result.latents[name] = torch.empty(total, num_items, *shape)
+                result.latent_dims[name] = dims
+                result.latent_site_shapes[name] = value.shape[1:]
+            result.latents[name][slot] = value.reshape(k, b, *shape).float().cpu()
+    if x_site["value"].dim() != 5:
+        return
+    from pssl.diagnostics.proposal import _site_scale
+
+    fn, _ = observation_density(x_site["fn"], _site_scale(x_site), tempering)
+    num_views = x_site["value"].shape[1]
+    for key, value in statistics(fn.sample()).items():
+        if key not in result.replicated_statistics:
+            result.replicated_statistics[key] = torch.empty(total, num_items, num_views)
+        result.replicated_statistics[key][slot] = value.reshape(k, b, num_views).float().cpu()
 
 
 def _record_pass(
