@@ -808,6 +808,8 @@ def evidence_summary(
         "binary_likelihood": bool(samples.binary_observation),
         "is_bound": not samples.point_mass_sites,
         "point_mass_sites": list(samples.point_mass_sites),
+        "proposal": samples.proposal,
+        "tempering": samples.tempering,
     }
 
 
@@ -824,6 +826,7 @@ def iwae_log_evidence(
     num_samples: int,
     seed: int = 0,
     max_images_per_pass: int = 4096,
+    **proposal_options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-item IWAE estimate of log p(x_i) and the per-item ELBO, from ``K`` guide draws.
 
@@ -843,6 +846,7 @@ def iwae_log_evidence(
         num_samples: K.
         seed: seeds the draws.
         max_images_per_pass: memory bound (see :func:`importance_sample`).
+        proposal_options: ``proposal``, ``guide``, ``tempering`` of :func:`importance_sample`.
 
     Returns:
         ``(iwae, elbo)``, each ``(N,)`` float64, nats per item.
@@ -854,6 +858,7 @@ def iwae_log_evidence(
         seed=seed,
         max_images_per_pass=max_images_per_pass,
         keep_latents=False,
+        **proposal_options,
     )
     if samples.point_mass_sites:
         raise ValueError(
