@@ -152,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
         "--views-seed",
         type=int,
         default=0,
-        help="seed of the augmented views scored (default 0 for every run, so runs compare on the same views)",
+        help="seed of the augmented views scored (default 0 for every run: runs compare on the same views)",
     )
     diagnose.add_argument(
         "--estimator",

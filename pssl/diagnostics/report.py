@@ -83,8 +83,8 @@ CONVENTIONS = {
     ),
     "active_units": "dimensions with Cov_x(E_q[z]) > 0.01 over items and views (Burda et al. 2016)",
     "views": (
-        "J views of each held-out image drawn by the run's augmentation preset with views_seed (default 0 for "
-        "every run, whatever its training seed), so runs are scored on the same views"
+        "J views of each held-out image drawn by the run's augmentation preset with views_seed (default 0 "
+        "for every run, whatever its training seed), so runs are scored on the same views"
     ),
     "proposal": (
         "hierarchical (default): y from its posterior given all J views' encoder messages (encoder Gaussian "
