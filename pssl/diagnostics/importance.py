@@ -461,7 +461,7 @@ def importance_sample(
                         continue
                     guide_trace, model_trace = trace_pair(model, batch)
                     _record_pass(
-                        result, guide_trace, model_trace, slot, statistics, keep_latents, views.device
+                        result, guide_trace, model_trace, slot, statistics, keep_latents, views.device, tempering
                     )
                     kl = _kl_per_dim(
                         guide_trace, model_trace, result, particles_are_fresh=p0 == 0, num_items=b
@@ -597,12 +597,13 @@ def _record_pass(
     statistics: Any,
     keep_latents: bool,
     device: torch.device,
+    tempering: str = "auto",
 ) -> None:
     """Store one pass's weights, latents and replicated statistics at ``slot = (draws, items)``."""
     k = slot[0].stop - slot[0].start
     b = slot[1].stop - slot[1].start
     total, num_items = result.log_weights.shape
-    log_w, log_lik = _log_weights(guide_trace, model_trace, k * b, result, device)
+    log_w, log_lik = _log_weights(guide_trace, model_trace, k * b, result, device, tempering)
     result.log_weights[slot] = log_w.reshape(k, b).cpu()
     result.log_likelihood[slot] = log_lik.reshape(k, b).cpu()
     if keep_latents:
@@ -617,7 +618,10 @@ def _record_pass(
     if observed is None or observed["value"].dim() != 5:
         return
     num_views = observed["value"].shape[1]
-    for key, value in statistics(observed["fn"].sample()).items():
+    from pssl.diagnostics.proposal import _site_scale, observation_density
+
+    replicate_fn, _ = observation_density(observed["fn"], _site_scale(observed), tempering)
+    for key, value in statistics(replicate_fn.sample()).items():
         if key not in result.replicated_statistics:
             result.replicated_statistics[key] = torch.empty(total, num_items, num_views)
         result.replicated_statistics[key][slot] = value.reshape(k, b, num_views).float().cpu()
@@ -665,7 +669,10 @@ def _log_weights(
     num_items: int,
     result: ImportanceSamples,
     device: torch.device,
+    tempering: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    from pssl.diagnostics.proposal import _site_scale, observation_density
+
     guide_latents = sample_sites(guide_trace, observed=False)
     model_latents = sample_sites(model_trace, observed=False)
     missing = sorted(set(model_latents) - set(guide_latents))
@@ -677,6 +684,9 @@ def _log_weights(
     log_w = torch.zeros(num_items, dtype=torch.float64, device=device)
     log_lik = torch.zeros_like(log_w)
     for name, site in sample_sites(model_trace).items():
+        if name == sites.OBSERVATION:
+            fn, result.tempering = observation_density(site["fn"], _site_scale(site), tempering)
+            site = {**site, "fn": fn}
         value = per_item_log_prob(name, site, num_items).double()
         log_w = log_w + value
         if site["is_observed"]:
