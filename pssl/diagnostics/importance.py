@@ -526,6 +526,18 @@ def proposal_for_items(
     x_site = sample_sites(model_trace, observed=True).get(sites.OBSERVATION)
     if x_site is None:
         raise ValueError(f"{type(model).__name__}'s model has no observed {sites.OBSERVATION!r} site")
+    from pssl.diagnostics.proposal import is_global
+
+    unguided = sorted(
+        name
+        for name, site in sample_sites(model_trace, observed=False).items()
+        if is_global(site) and name not in global_values
+    )
+    if unguided:
+        raise ValueError(
+            f"the model has global latent sites {unguided} (outside the {sites.ITEMS!r} plate); pass guide= "
+            "with a guide for them (its draws are used as posterior draws given the training data)"
+        )
     scale = _site_scale(x_site)
     observation_density(x_site["fn"], scale, tempering)  # refuses an improper tempering before any work
     local = {

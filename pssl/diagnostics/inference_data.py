@@ -568,7 +568,9 @@ def views_description(augmenter: Any, num_views: int, views_seed: int, *, ready:
         return f"ready views, J={num_views}"
     if augmenter is None:
         return f"identical copies, J={num_views}"
-    return f"augmenter={getattr(augmenter, 'transform', augmenter)!r}, J={num_views}, views_seed={views_seed}"
+    transform = getattr(augmenter, "transform", None)
+    name = repr(transform) if transform is not None else getattr(augmenter, "__qualname__", type(augmenter).__name__)
+    return f"augmenter={name}, J={num_views}, views_seed={views_seed}"
 
 
 def images_to_views(
