@@ -29,8 +29,8 @@ that leaves ``f_t`` invariant. ``E[w] = p(x)``, so
 posterior). One step size for all chains of a pass adapts towards a mean
 acceptance rate of 0.65 (as in Wu et al.): a step size adapted on a chain's own
 history would bias that chain's weight (measured: 0.5 nats on the linear-Gaussian
-test model against 0.26 with the shared one, 400 steps). ``beta_t`` follows the sigmoidal schedule of Grosse et al.
-(2015).
+test model against 0.26 with the shared one, 400 steps). ``beta_t`` follows the
+sigmoidal schedule of Grosse et al. (2015).
 
 Gradients come from the model's own Pyro trace (:func:`pssl.diagnostics.proposal.model_log_density`
 of a trace conditioned on ``theta``); the HMC kernel itself is written out here

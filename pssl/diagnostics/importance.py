@@ -461,7 +461,14 @@ def importance_sample(
                         continue
                     guide_trace, model_trace = trace_pair(model, batch)
                     _record_pass(
-                        result, guide_trace, model_trace, slot, statistics, keep_latents, views.device, tempering
+                        result,
+                        guide_trace,
+                        model_trace,
+                        slot,
+                        statistics,
+                        keep_latents,
+                        views.device,
+                        tempering,
                     )
                     kl = _kl_per_dim(
                         guide_trace, model_trace, result, particles_are_fresh=p0 == 0, num_items=b

@@ -569,7 +569,11 @@ def views_description(augmenter: Any, num_views: int, views_seed: int, *, ready:
     if augmenter is None:
         return f"identical copies, J={num_views}"
     transform = getattr(augmenter, "transform", None)
-    name = repr(transform) if transform is not None else getattr(augmenter, "__qualname__", type(augmenter).__name__)
+    name = (
+        repr(transform)
+        if transform is not None
+        else getattr(augmenter, "__qualname__", type(augmenter).__name__)
+    )
     return f"augmenter={name}, J={num_views}, views_seed={views_seed}"
 
 
