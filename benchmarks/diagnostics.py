@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--ais", action="store_true", help="AIS on the first seed")
     parser.add_argument("--ais-chains", type=int, default=8)
-    parser.add_argument("--ais-steps", type=int, default=200)
+    parser.add_argument("--ais-steps", type=int, default=100)
+    parser.add_argument("--ais-items", type=int, default=20, help="the first items also scored by AIS")
+    parser.add_argument("--ais-leapfrog", type=int, default=3)
     parser.add_argument("--runs", default="runs/bench-diagnostics")
     parser.add_argument("--json", default=None)
     parser.add_argument("--threads", type=int, default=1)
@@ -108,9 +110,15 @@ def main() -> None:
             if args.ais and seed == args.seeds[0]:
                 started = time.time()
                 ais = ais_log_evidence(
-                    run.model, views, num_chains=args.ais_chains, num_steps=args.ais_steps, seed=seed
+                    run.model,
+                    views[: args.ais_items],
+                    num_chains=args.ais_chains,
+                    num_steps=args.ais_steps,
+                    leapfrog_steps=args.ais_leapfrog,
+                    seed=seed,
                 )
-                row["ais"] = {**ais_summary(ais, is_log_px), "seconds": time.time() - started}
+                summary = ais_summary(ais, is_log_px[: args.ais_items])
+                row["ais"] = {**summary, "items": args.ais_items, "seconds": time.time() - started}
             print(json.dumps(row), flush=True)
             results["rows"].append(row)
         table = compare_held_out(elpds)
