@@ -334,3 +334,33 @@ def test_khat_of_the_hierarchical_proposal_on_a_mismatched_encoder_is_reported()
         importance_sample(gaussian_simvae(encoder_scale=1 / 3), sample_views(20), num_samples=200)
     )
     assert summary["share_above_0_7"] > 0.5
+
+
+def test_pssl_diagnose_on_a_gmm_prior_run_with_ais(tmp_path, capsys) -> None:
+    import json
+
+    from pssl.cli import main
+
+    torch.set_default_dtype(torch.float32)
+    out = tmp_path / "gmm"
+    tiny = [
+        "epochs=1",
+        "batch_size=32",
+        "latent_dim=3",
+        "encoder.hidden=16",
+        "decoder.hidden=16",
+        "progress=false",
+    ]
+    options = ["model=simvae", "prior=gmm", "prior.components=3", "objective=traceenum", "data=digits"]
+    assert main(["train", *options, "data.limit=96", f"out={out}", *tiny]) == 0
+    code = main(
+        ["diagnose", str(out), "--num-samples", "10", "--max-items", "6", "--estimator", "ais"]
+        + ["--ais-chains", "2", "--ais-steps", "3", "--views-seed", "4"]
+    )
+    assert code == 0
+    written = json.loads((out / "diagnostics.json").read_text())
+    assert written["views_seed"] == 4 and written["views"].endswith("views_seed=4")
+    assert written["log_evidence"]["proposal"] == "hierarchical" and written["log_evidence"]["is_bound"]
+    assert math.isfinite(written["log_evidence"]["log_px_iwae_nats"])
+    assert written["ais"]["num_chains"] == 2 and math.isfinite(written["ais"]["log_px_ais_nats"])
+    assert "AIS log p(x)" in capsys.readouterr().out
