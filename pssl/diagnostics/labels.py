@@ -109,7 +109,8 @@ def objective_label(model: SSLModel, views: torch.Tensor) -> dict[str, Any]:
             "is_bound": False,
             "unit": unit,
             "note": f"sites {scaled} are rescaled (likelihood tempering or beta): not a bound on log p(x); "
-            "pssl diagnose gives importance-sampled log p(x) of the untempered model",
+            "pssl diagnose scores a tempered Gaussian as its proper density and refuses other tempered "
+            "likelihoods (--tempering untempered scores the untempered model)",
         }
     return {
         "name": "elbo",
@@ -176,8 +177,8 @@ def name_training_objective(
             **label,
             "name": "iwae",
             "is_bound": True,
-            "note": f"importance-weighted bound with K={particles} particles (Renyi alpha = 0): a lower bound "
-            "on log p(x) of an item's views, at least as tight as the ELBO",
+            "note": f"importance-weighted bound with K={particles} particles (Renyi alpha = 0): a lower "
+            "bound on log p(x) of an item's views, at least as tight as the ELBO",
         }
     if objective == "renyi":
         alpha = float(options.get("alpha", 0.0))
