@@ -62,8 +62,8 @@ CONVENTIONS = {
     "log_px": (
         "IWAE estimate logsumexp_k log w_k - log K with K proposal draws per item, log w = "
         "log p(x, latents) - log q(latents | x) over the item's J views (nats per item), enumerated "
-        "sites summed exactly; beta and the minibatch factor are training devices and are not applied; the likelihood's tempering: see "
-        "'tempering'"
+        "sites summed exactly; beta and the minibatch factor are training devices and are not applied; "
+        "the likelihood's tempering: see 'tempering'"
     ),
     "bits_per_dim": (
         "-log p(x) / (D ln 2) with D the observed values per item counted from the x site (J C H W for J "
