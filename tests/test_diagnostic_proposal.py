@@ -328,6 +328,15 @@ def test_compare_held_out_refuses_models_scored_on_different_views() -> None:
         compare_held_out({"a": first, "c": other_views})
 
 
+def test_a_flat_content_prior_is_flagged_as_improper() -> None:
+    from pssl.models.priors import FlatPrior
+
+    model = gaussian_simvae()
+    model.content_prior = FlatPrior(LATENT).double()
+    evidence = evidence_summary(importance_sample(model, sample_views(4), num_samples=3), eight_bit=False)
+    assert evidence["improper_sites"] == ["y"]
+
+
 def test_khat_of_the_hierarchical_proposal_on_a_mismatched_encoder_is_reported() -> None:
     # An encoder 3x too narrow makes heavy-tailed weights; k-hat says so (it is not hidden by the proposal).
     summary, khat, _ = pareto_summary(

@@ -287,6 +287,8 @@ class ImportanceSamples:
             ``"proper"`` (a tempered Gaussian/Laplace scored as the proper density it is) or
             ``"untempered"`` (the tempering dropped; the estimate is of another model than
             the one trained).
+        improper_sites: latent sites with an improper prior (flat): p(x) is then not
+            normalised and log p(x) is defined only up to a constant.
     """
 
     log_weights: torch.Tensor
@@ -308,6 +310,7 @@ class ImportanceSamples:
     latent_site_shapes: dict[str, torch.Size] = field(default_factory=dict)
     proposal: str = "guide"
     tempering: str = "none"
+    improper_sites: list[str] = field(default_factory=list)
 
     @property
     def num_samples(self) -> int:
@@ -582,6 +585,11 @@ def _record_proposal_pass(
     log_p, log_lik, label = model_log_density(trace, k * b, tempering=tempering)
     log_w = log_p - proposal.log_prob(values).double()
     result.tempering = label
+    for name in values:
+        if type(_innermost(trace.nodes[name]["fn"])).__name__ == "ImproperUniform" and (
+            name not in result.improper_sites
+        ):
+            result.improper_sites.append(name)
     result.log_weights[slot] = log_w.reshape(k, b).cpu()
     result.log_likelihood[slot] = log_lik.reshape(k, b).cpu()
     x_site = trace.nodes[sites.OBSERVATION]
@@ -839,6 +847,7 @@ def evidence_summary(
         "point_mass_sites": list(samples.point_mass_sites),
         "proposal": samples.proposal,
         "tempering": samples.tempering,
+        "improper_sites": list(samples.improper_sites),
     }
 
 

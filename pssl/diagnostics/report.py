@@ -135,6 +135,11 @@ def evidence_reading(evidence: dict[str, Any]) -> str:
         else ""
     )
     notes = [evidence["note"]] if evidence.get("note") else []
+    if evidence.get("improper_sites"):
+        notes.append(
+            f"improper prior at sites {evidence['improper_sites']}: p(x) is not normalised, the value is "
+            "defined only up to a constant and is not comparable across models"
+        )
     if evidence.get("tempering") == "untempered":
         notes.append("of the untempered model: the run was trained with a tempered likelihood")
     elif evidence.get("tempering") == "proper":
