@@ -173,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
         help="auto: a tempered Gaussian is scored as its proper density, a tempered Bernoulli is refused; "
         "untempered: score the model without its likelihood scale (labelled)",
     )
+    diagnose.add_argument(
+        "--proposal-scale",
+        type=float,
+        default=None,
+        help="std factor widening the hierarchical proposal's per-view messages (default: the library's)",
+    )
     diagnose.add_argument("--ais-chains", type=int, default=16, help="AIS chains per item")
     diagnose.add_argument("--ais-steps", type=int, default=200, help="AIS annealing steps")
     _loading_options(diagnose)
@@ -300,6 +306,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         tempering=args.tempering,
         estimator=args.estimator,
         ais_options={"num_chains": args.ais_chains, "num_steps": args.ais_steps},
+        proposal_scale=args.proposal_scale,
     )
     readings = result.get("readings", {})
     for name, line in readings.items() if isinstance(readings, dict) else enumerate(readings):

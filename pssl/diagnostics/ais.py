@@ -98,6 +98,7 @@ def ais_log_evidence(
     guide: Any = None,
     tempering: str = "auto",
     max_images_per_pass: int = 4096,
+    proposal_scale: float | None = None,
 ) -> AISResult:
     """AIS estimate of log p(x_i) for each item (see the module docstring).
 
@@ -112,6 +113,8 @@ def ais_log_evidence(
         guide: guide for global latents (see :func:`~pssl.diagnostics.importance.importance_sample`).
         tempering: see :func:`~pssl.diagnostics.importance.importance_sample`.
         max_images_per_pass: items x chains x views per pass.
+        proposal_scale: the start distribution's message std factor (see
+            :func:`~pssl.diagnostics.importance.importance_sample`).
 
     Returns:
         :class:`AISResult`.
@@ -148,7 +151,9 @@ def ais_log_evidence(
                 chunk = views[start : start + items_per_pass]
                 b = chunk.shape[0]
                 with torch.no_grad():
-                    items = proposal_for_items(model, chunk, guide=guide, tempering=tempering)
+                    items = proposal_for_items(
+                        model, chunk, guide=guide, tempering=tempering, proposal_scale=proposal_scale
+                    )
                 for c0 in range(0, num_chains, chains_per_pass):
                     k = min(chains_per_pass, num_chains - c0)
                     batch = ViewBatch(

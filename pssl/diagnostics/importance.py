@@ -287,6 +287,7 @@ class ImportanceSamples:
             ``"proper"`` (a tempered Gaussian/Laplace scored as the proper density it is) or
             ``"untempered"`` (the tempering dropped; the estimate is of another model than
             the one trained).
+        proposal_scale: the hierarchical proposal's message std factor (``None`` for the guide).
         improper_sites: latent sites with an improper prior (flat): p(x) is then not
             normalised and log p(x) is defined only up to a constant.
     """
@@ -311,6 +312,7 @@ class ImportanceSamples:
     proposal: str = "guide"
     tempering: str = "none"
     improper_sites: list[str] = field(default_factory=list)
+    proposal_scale: float | None = None
 
     @property
     def num_samples(self) -> int:
@@ -358,6 +360,7 @@ def importance_sample(
     proposal: str = "hierarchical",
     guide: Any = None,
     tempering: str = "auto",
+    proposal_scale: float | None = None,
 ) -> ImportanceSamples:
     """Draw ``num_samples`` proposal samples per item and weigh them against the model.
 
@@ -384,6 +387,9 @@ def importance_sample(
             proper density it is, any other tempered likelihood raises
             :class:`~pssl.diagnostics.proposal.TemperingError`; ``"untempered"``: score the
             model without its tempering (labelled ``tempering: untempered``).
+        proposal_scale: std factor of the hierarchical proposal's messages (default
+            :data:`~pssl.diagnostics.proposal.DEFAULT_PROPOSAL_SCALE`; 1 is exact where the
+            encoder is the exact single-view posterior).
 
     Returns:
         :class:`ImportanceSamples`.
@@ -431,7 +437,10 @@ def importance_sample(
                 b = chunk.shape[0]
                 chunk_proposal = None
                 if proposal == "hierarchical":
-                    chunk_proposal = proposal_for_items(model, chunk, guide=guide, tempering=tempering)
+                    chunk_proposal = proposal_for_items(
+                        model, chunk, guide=guide, tempering=tempering, proposal_scale=proposal_scale
+                    )
+                    result.proposal_scale = chunk_proposal.proposal_scale
                     guide_trace, model_trace = chunk_proposal.guide_trace, chunk_proposal.model_trace
                     posterior_means.append(_posterior_mean(guide_trace, b))
                     observed_chunks.append(_observed_value(model_trace, b))
@@ -506,10 +515,16 @@ class ItemsProposal:
     guide_trace: poutine.Trace
     model_trace: poutine.Trace
     likelihood_scale: float
+    proposal_scale: float
 
 
 def proposal_for_items(
-    model: SSLModel, views: torch.Tensor, *, guide: Any = None, tempering: str = "auto"
+    model: SSLModel,
+    views: torch.Tensor,
+    *,
+    guide: Any = None,
+    tempering: str = "auto",
+    proposal_scale: float | None = None,
 ) -> ItemsProposal:
     """Build :class:`~pssl.diagnostics.proposal.HierarchicalProposal` for ``(B, J, C, H, W)`` views.
 
@@ -517,6 +532,7 @@ def proposal_for_items(
         TemperingError: for a tempered likelihood without a proper form under ``tempering="auto"``.
     """
     from pssl.diagnostics.proposal import (
+        DEFAULT_PROPOSAL_SCALE,
         _site_scale,
         build_proposal,
         guide_values,
@@ -556,10 +572,14 @@ def proposal_for_items(
         if name in (sites.CONTENT, sites.VIEW_LATENT)
     }
     structure = traced_model(model, batch, {**local, **global_values})
+    proposal_scale = DEFAULT_PROPOSAL_SCALE if proposal_scale is None else float(proposal_scale)
     built = build_proposal(
-        structure, guide_trace, likelihood_scale=scale if tempering == "untempered" else 1.0
+        structure,
+        guide_trace,
+        likelihood_scale=scale if tempering == "untempered" else 1.0,
+        proposal_scale=proposal_scale,
     )
-    return ItemsProposal(built, guide_trace, model_trace, scale)
+    return ItemsProposal(built, guide_trace, model_trace, scale, proposal_scale)
 
 
 def _record_proposal_pass(
@@ -848,6 +868,7 @@ def evidence_summary(
         "proposal": samples.proposal,
         "tempering": samples.tempering,
         "improper_sites": list(samples.improper_sites),
+        "proposal_scale": samples.proposal_scale,
     }
 
 

@@ -495,6 +495,7 @@ def to_inference_data(
     proposal: str = "hierarchical",
     guide: Any = None,
     tempering: str = "auto",
+    proposal_scale: float | None = None,
 ) -> Any:
     """Diagnose any generative pssl model on held-out images as an ArviZ ``InferenceData``.
 
@@ -526,6 +527,7 @@ def to_inference_data(
             :func:`~pssl.diagnostics.importance.importance_sample`.
         tempering: ``"auto"`` or ``"untempered"`` (see
             :func:`~pssl.diagnostics.importance.importance_sample`).
+        proposal_scale: see :func:`~pssl.diagnostics.importance.importance_sample`.
 
     Returns:
         An ``arviz.InferenceData`` (a subclass whose missing ``log_likelihood`` explains itself).
@@ -548,6 +550,7 @@ def to_inference_data(
         proposal=proposal,
         guide=guide,
         tempering=tempering,
+        proposal_scale=proposal_scale,
     )
     description = views_description(augmenter, views.shape[1], views_seed, ready=images.dim() == 5)
     return build_inference_data(

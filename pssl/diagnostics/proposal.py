@@ -59,6 +59,9 @@ PROPOSALS = ("hierarchical", "guide")
 TEMPERINGS = ("auto", "untempered")
 """How a tempered likelihood (``scale != 1`` on ``x``) is scored, see :func:`observation_density`."""
 
+DEFAULT_PROPOSAL_SCALE = 1.0
+"""How much wider than its message each view's message is taken (std factor ``f``: precisions / f^2)."""
+
 MIN_PRECISION = 1e-8
 """Added to a proposal precision that could be 0 (flat p(y) and a flat message)."""
 
@@ -458,6 +461,7 @@ def build_proposal(
     guide_trace: poutine.Trace,
     *,
     likelihood_scale: float = 1.0,
+    proposal_scale: float = DEFAULT_PROPOSAL_SCALE,
 ) -> HierarchicalProposal:
     """The proposal for the items of a model trace (conditioned on the guide's latents, enumerated).
 
@@ -467,6 +471,9 @@ def build_proposal(
             encoder's diagonal Gaussian) is read.
         likelihood_scale: the tempering the encoder was fitted under when the untempered
             model is scored: its messages' precisions are divided by it.
+        proposal_scale: ``f``: every message's precision is divided by ``f^2`` (its std
+            widened by ``f``), a defensive margin for encoders narrower than the posterior
+            or ignoring its correlations; 1 keeps the proposal exact where the encoder is.
 
     Raises:
         ValueError: for a model whose latent structure this proposal does not cover.
@@ -516,9 +523,12 @@ def build_proposal(
     q_precision = scale.pow(-2)
     precision = q_precision - marginal_precision
     keep = precision > 0
-    precision = torch.where(keep, precision, torch.zeros_like(precision)) / likelihood_scale
+    if not proposal_scale > 0 or not math.isfinite(proposal_scale):
+        raise ValueError(f"proposal_scale must be a positive number, got {proposal_scale!r}")
+    widen = likelihood_scale * proposal_scale**2
+    precision = torch.where(keep, precision, torch.zeros_like(precision)) / widen
     eta = torch.where(keep, loc * q_precision - marginal_mean * marginal_precision, torch.zeros_like(loc))
-    eta = eta / likelihood_scale
+    eta = eta / widen
     return HierarchicalProposal(content, content_prior, view_prior, view_variance, precision, eta)
 
 
@@ -535,6 +545,7 @@ def guide_values(guide: Callable[..., Any] | None, batch: ViewBatch) -> dict[str
 
 
 __all__ = [
+    "DEFAULT_PROPOSAL_SCALE",
     "PROPOSALS",
     "TEMPERINGS",
     "GaussianMixtureFactor",

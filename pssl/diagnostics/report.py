@@ -233,6 +233,7 @@ def diagnose(
     estimator: str = "is",
     ais_options: dict[str, Any] | None = None,
     guide: Any = None,
+    proposal_scale: float | None = None,
 ) -> dict[str, Any]:
     """Every diagnostic of a trained method on held-out images.
 
@@ -258,6 +259,7 @@ def diagnose(
         ais_options: ``num_chains``, ``num_steps``, ``leapfrog_steps``, ``step_size`` of
             :func:`~pssl.diagnostics.ais.ais_log_evidence`.
         guide: a guide for global latents (see :func:`~pssl.diagnostics.importance_sample`).
+        proposal_scale: std factor of the hierarchical proposal's messages.
 
     Returns:
         The dict written to ``diagnostics.json``.
@@ -307,6 +309,7 @@ def diagnose(
                 ais_options=ais_options,
                 guide=guide,
                 views_label=out["views"],
+                proposal_scale=proposal_scale,
             )
         except TemperingError as err:
             sections = {"log_evidence": {"refused": str(err)}}
@@ -358,6 +361,7 @@ def generative_diagnostics(
     ais_options: dict[str, Any] | None = None,
     guide: Any = None,
     views_label: str = "",
+    proposal_scale: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, str], Any, np.ndarray]:
     """Importance sampling, k-hat, collapse and predictive checks on ``(N, J, C, H, W)`` views.
 
@@ -375,6 +379,7 @@ def generative_diagnostics(
         proposal=proposal,
         tempering=tempering,
         guide=guide,
+        proposal_scale=proposal_scale,
     )
     evidence = evidence_summary(samples, eight_bit=eight_bit, likelihood=getattr(model, "likelihood", None))
     if evidence["binary_likelihood"] and not bool(((views == 0) | (views == 1)).all()):
@@ -426,6 +431,7 @@ def generative_diagnostics(
             guide=guide,
             tempering=tempering,
             max_images_per_pass=max_images_per_pass,
+            proposal_scale=proposal_scale,
             **(ais_options or {}),
         )
         sections["ais"] = ais_summary(ais, per_item_evidence(samples.log_weights)[0])
