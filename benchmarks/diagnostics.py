@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--ais-steps", type=int, default=100)
     parser.add_argument("--ais-items", type=int, default=20, help="the first items also scored by AIS")
     parser.add_argument("--ais-leapfrog", type=int, default=3)
+    parser.add_argument("--proposal-scale", type=float, default=None, help="default: the library's")
     parser.add_argument("--runs", default="runs/bench-diagnostics")
     parser.add_argument("--json", default=None)
     parser.add_argument("--threads", type=int, default=1)
@@ -101,6 +102,7 @@ def main() -> None:
                         seed=seed,
                         proposal=proposal,
                         keep_latents=False,
+                        **({"proposal_scale": args.proposal_scale} if proposal == "hierarchical" else {}),
                     )
                 except ValueError as err:
                     row[proposal] = {"error": str(err)}
@@ -126,6 +128,7 @@ def main() -> None:
                     num_steps=args.ais_steps,
                     leapfrog_steps=args.ais_leapfrog,
                     seed=seed,
+                    proposal_scale=args.proposal_scale,
                 )
                 summary = ais_summary(ais, is_log_px[: args.ais_items])
                 row["ais"] = {**summary, "items": args.ais_items, "seconds": time.time() - started}

@@ -59,8 +59,15 @@ PROPOSALS = ("hierarchical", "guide")
 TEMPERINGS = ("auto", "untempered")
 """How a tempered likelihood (``scale != 1`` on ``x``) is scored, see :func:`observation_density`."""
 
-DEFAULT_PROPOSAL_SCALE = 1.0
-"""How much wider than its message each view's message is taken (std factor ``f``: precisions / f^2)."""
+DEFAULT_PROPOSAL_SCALE = 2.5
+"""How much wider each view's message is taken (std factor ``f``: precisions / f^2).
+
+Chosen from the declared grid f in {1, 1.3, 1.7, 2, 2.5} on one run (digits SimVAE, seed 0,
+10 epochs, 30 test items, K = 1000): the share of items with k-hat < 0.7 was 7%, 27%, 67%,
+87%, 100% and the estimate of log p(x) rose from -71.15 to -70.27 nats per item, level from
+f = 2 on; the VAE of that seed had k-hat < 0.7 for every item at f = 1 and 1.7. Trained
+encoders are narrower than the posterior and ignore its correlations; f = 1 is exact when
+the encoder is the exact single-view posterior (the linear-Gaussian tests use it)."""
 
 MIN_PRECISION = 1e-8
 """Added to a proposal precision that could be 0 (flat p(y) and a flat message)."""
