@@ -108,8 +108,17 @@ def load_run(
     checkpoint: str | Path | None = None,
     allow_download: bool = False,
     data_root: str | None = None,
+    model: Any = None,
+    guide: Any = None,
 ) -> LoadedRun:
     """Rebuild a trained method from its run directory.
+
+    Parameters the model or guide create with ``pyro.param`` (saved in the checkpoint's
+    ``pyro_params``) are restored into Pyro's param store: the model and guide run once
+    on two test images, which creates each with its constraint, and the saved
+    unconstrained value is copied in. A run trained with a model object or a guide
+    passed from Python needs the same objects rebuilt (``model=``, ``guide=``), or it
+    is refused with the reason.
 
     Args:
         run_dir: the run directory.
@@ -118,6 +127,10 @@ def load_run(
         checkpoint: a checkpoint file (or its name in ``run_dir``) instead of the newest.
         allow_download: let the data set download or write caches if ``config.json`` asks.
         data_root: read the data from this folder instead of the recorded ``data.root``.
+        model: the method rebuilt in Python, for a run trained with a model object
+            (``train(config, model=...)``); its weights are loaded from the checkpoint.
+        guide: the guide passed to ``train(config, guide=...)``, if any (for its
+            ``pyro.param`` values).
 
     Raises:
         FileNotFoundError: if ``config.json`` or the chosen checkpoint is missing.
@@ -132,10 +145,10 @@ def load_run(
     run_dir = Path(run_dir)
     raw, resolved = read_run_config(run_dir)
     config_file = run_dir / "config.json"
-    if resolved.get("custom_model"):
+    if resolved.get("custom_model") and model is None:
         raise CheckpointError(
-            f"{run_dir} was trained with a model object passed from Python; rebuild that model and "
-            "load the checkpoint's 'model' state into it"
+            f"{run_dir} was trained with a model object passed from Python; rebuild that model and pass it "
+            "as load_run(run_dir, model=...) (its weights and pyro.param values are then restored)"
         )
     try:
         config = Config.from_dict(raw)
@@ -179,7 +192,8 @@ def load_run(
     if data is None:
         options = run_data_options(config, allow_download=allow_download, root=data_root)
         data = load_dataset(config.data.name, options, seed=config.seed)
-    model = build_from_config(config, data.train.image_shape)
+    if model is None:
+        model = build_from_config(config, data.train.image_shape)
     augment = config.augment
     if augment is not None and augment.name is not None:  # evaluate on images like the training views
         augmenter = build_augmenter(augment.name, data.train.image_shape, augment.options)
@@ -188,6 +202,7 @@ def load_run(
         model, state["model"], source=f"checkpoint {chosen}", what=f"model {config.model.name!r}"
     )
     model.to(torch_device).eval()
+    restore_pyro_params(model, guide, state.get("pyro_params", {}), data, config.num_views, source=chosen)
     finished = state["epoch"] >= config.epochs and state["step_in_epoch"] == 0
     return LoadedRun(
         model=model,
@@ -204,4 +219,49 @@ def load_run(
     )
 
 
-__all__ = ["LoadedRun", "load_run", "run_data_options"]
+def restore_pyro_params(
+    model: Any, guide: Any, saved: dict[str, Any], data: DataSplits, num_views: int, *, source: Path
+) -> None:
+    """Put a checkpoint's ``pyro.param`` values back into Pyro's param store.
+
+    Raises:
+        CheckpointError: if the model and guide do not create every saved parameter
+            (e.g. it was created by a guide passed to ``train`` that is not passed here).
+    """
+    if not saved:
+        return
+    import pyro
+    import torch
+    from pyro import poutine
+
+    from pssl.models.base import ViewBatch
+
+    anchor = next(iter(model.parameters()), None)
+    images = data.test.images[:2] if len(data.test) else data.train.images[:2]
+    floats = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if anchor is not None:
+        floats = floats.to(device=anchor.device, dtype=anchor.dtype)
+    views = floats[:, None].expand(-1, max(num_views, 1), -1, -1, -1).contiguous()
+    batch = ViewBatch(views=views, index=torch.arange(views.shape[0], device=views.device), num_items=2)
+    store = pyro.get_param_store()
+    with torch.no_grad(), poutine.block():
+        guide_trace = poutine.trace(guide if guide is not None else model.guide).get_trace(batch)
+        poutine.trace(poutine.replay(model.model, trace=guide_trace)).get_trace(batch)
+    missing = sorted(name for name in saved if name not in store)
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {source} holds pyro.param values {missing} that the model and guide given do not "
+            "create; pass the guide the run was trained with as load_run(run_dir, guide=...)"
+        )
+    with torch.no_grad():
+        for name, value in saved.items():
+            held = store._params[name]  # unconstrained, as saved
+            if held.shape != value.shape:
+                raise CheckpointError(
+                    f"checkpoint {source}: pyro.param {name!r} has shape {tuple(value.shape)}, "
+                    f"the model's has {tuple(held.shape)}"
+                )
+            held.copy_(value.to(held))
+
+
+__all__ = ["LoadedRun", "load_run", "restore_pyro_params", "run_data_options"]

@@ -148,6 +148,39 @@ def _parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--num-samples", type=int, default=100, help="importance samples K per item")
     diagnose.add_argument("--max-items", type=int, default=256, help="test items to diagnose")
     diagnose.add_argument("--device", default="cpu")
+    diagnose.add_argument(
+        "--views-seed",
+        type=int,
+        default=0,
+        help="seed of the augmented views scored (default 0 for every run: runs compare on the same views)",
+    )
+    diagnose.add_argument(
+        "--estimator",
+        choices=("is", "ais"),
+        default="is",
+        help="is: importance sampling; ais: also annealed importance sampling with HMC, reported next to it",
+    )
+    diagnose.add_argument(
+        "--proposal",
+        choices=("hierarchical", "guide"),
+        default="hierarchical",
+        help="importance proposal: hierarchical (model priors x encoder messages) or the training guide",
+    )
+    diagnose.add_argument(
+        "--tempering",
+        choices=("auto", "untempered"),
+        default="auto",
+        help="auto: a tempered Gaussian is scored as its proper density, a tempered Bernoulli is refused; "
+        "untempered: score the model without its likelihood scale (labelled)",
+    )
+    diagnose.add_argument(
+        "--proposal-scale",
+        type=float,
+        default=None,
+        help="std factor widening the hierarchical proposal's per-view messages (default: the library's)",
+    )
+    diagnose.add_argument("--ais-chains", type=int, default=16, help="AIS chains per item")
+    diagnose.add_argument("--ais-steps", type=int, default=200, help="AIS annealing steps")
     _loading_options(diagnose)
     listing = sub.add_parser("list", parents=[common], help=COMMANDS["list"])
     listing.add_argument(
@@ -268,6 +301,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         allow_download=args.download,
         data_root=args.data_root,
+        views_seed=args.views_seed,
+        proposal=args.proposal,
+        tempering=args.tempering,
+        estimator=args.estimator,
+        ais_options={"num_chains": args.ais_chains, "num_steps": args.ais_steps},
+        proposal_scale=args.proposal_scale,
     )
     readings = result.get("readings", {})
     for name, line in readings.items() if isinstance(readings, dict) else enumerate(readings):

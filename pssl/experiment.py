@@ -162,20 +162,23 @@ def _probe_views(result: TrainResult, count: int = 2) -> torch.Tensor:
 
 def training_objective_label(result: TrainResult) -> dict[str, Any]:
     """What the run's training objective is (see :func:`pssl.diagnostics.labels.objective_label`)."""
-    from pssl.diagnostics.labels import objective_label
+    from pssl.diagnostics.labels import name_training_objective, objective_label
 
-    return objective_label(result.model, _probe_views(result))
+    objective = result.config.objective
+    return name_training_objective(
+        objective_label(result.model, _probe_views(result)), objective.name, objective.options
+    )
 
 
 def labelled_terms(last: dict[str, Any], label: dict[str, Any]) -> dict[str, float]:
     """The last epoch's ``train_*``/``val_*`` terms, with the summed objective named for what it is.
 
     The training loop calls the sum of the terms ``elbo`` for every method; it is kept as
-    ``{split}_elbo`` only when it is a bound on log p(x), and is otherwise written as
-    ``{split}_objective`` (its name and ``is_bound: false`` are in ``training.objective``).
+    ``{split}_elbo`` only when it is the ELBO, and is otherwise written as
+    ``{split}_objective`` (its name, e.g. ``iwae``, and ``is_bound`` are in ``training.objective``).
     """
     terms = {k: v for k, v in last.items() if k.startswith(("train_", "val_"))}
-    if label["is_bound"]:
+    if label["is_bound"] and label["name"] == "elbo":
         return terms
     return {(f"{k[: -len('elbo')]}objective" if k.endswith("_elbo") else k): v for k, v in terms.items()}
 
@@ -200,7 +203,7 @@ def validation_bits_per_dim_entry(result: TrainResult, label: dict[str, Any]) ->
         "likelihood": type(likelihood).__name__,
         "discrete_likelihood": discrete,
         "dequantised": bool(not discrete and eight_bit),
-        "bound": "upper bound on -log2 p(x) per dimension (from the validation ELBO)",
+        "bound": f"upper bound on -log2 p(x) per dimension (from the validation {label['name']})",
     }
     if value is None:
         info["note"] = f"not defined: the training objective is a {label['name']} ({label['note']})"

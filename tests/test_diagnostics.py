@@ -62,6 +62,9 @@ matplotlib.use("Agg")
 
 D, LATENT, PRIOR_SCALE, VIEW_SCALE, NOISE = 3, 2, 1.3, 0.6, 0.4
 NUM_VIEWS = 2
+GUIDE = {"proposal": "guide"}
+"""These tests check importance sampling from the model's (or a hand-written) guide;
+test_diagnostic_proposal.py checks the hierarchical proposal."""
 
 
 @pytest.fixture(autouse=True)
@@ -111,7 +114,8 @@ def make_model(y_guide: str = "exact") -> SimVAE:
         LinearDecoder(weight, bias),
         GaussianPrior(LATENT, scale=PRIOR_SCALE),
         GaussianViewPrior(LATENT, scale=VIEW_SCALE),
-        GaussianLikelihood(std=NOISE, link="identity", scale=50.0),  # tempering must not enter log p(x)
+        # scale 50 on N(., 50 NOISE^2) is the proper density N(., NOISE^2); beta is not part of p(x)
+        GaussianLikelihood(std=NOISE * math.sqrt(50.0), link="identity", scale=50.0),
         y_guide=y_guide,
         beta=0.3,  # nor must beta
     )
@@ -181,7 +185,7 @@ def model_with_guide(**guide_options) -> SimVAE:
 def test_exact_posterior_gives_exact_log_evidence_and_small_khat() -> None:
     model = model_with_guide()
     views = sample_data(model, 12)
-    samples = importance_sample(model, views, num_samples=50, seed=0)
+    samples = importance_sample(model, views, num_samples=50, seed=0, **GUIDE)
     exact = exact_log_evidence(model, views)
     # With the exact posterior the weight p(x, z, y) / q(z, y | x) = p(x) for every draw, with
     # the likelihood's tempering scale (50) and beta (0.3) left out as they must be.
@@ -202,7 +206,7 @@ def test_iwae_converges_to_exact_log_evidence() -> None:
     exact = exact_log_evidence(model, views)
     errors = {}
     for k in (1, 1000):
-        samples = importance_sample(model, views, num_samples=k, seed=1)
+        samples = importance_sample(model, views, num_samples=k, seed=1, **GUIDE)
         iwae = torch.logsumexp(samples.log_weights, 0) - math.log(k)
         errors[k] = float((iwae - exact).abs().mean())
     assert errors[1000] < errors[1] / 10
@@ -223,7 +227,7 @@ def test_iwae_is_below_log_evidence_on_average() -> None:
     for k, must_be_below in ((3, False), (1, True)):
         diffs = []
         for seed in range(10):
-            samples = importance_sample(model, views, num_samples=k, seed=seed)
+            samples = importance_sample(model, views, num_samples=k, seed=seed, **GUIDE)
             diffs.append(torch.logsumexp(samples.log_weights, 0) - math.log(k) - exact)
         diffs = torch.stack(diffs).flatten()
         se = float(diffs.std() / math.sqrt(diffs.numel()))
@@ -236,7 +240,7 @@ def test_iwae_is_below_log_evidence_on_average() -> None:
 def test_over_narrow_guide_has_large_khat() -> None:
     model = model_with_guide(std_factor=0.1)
     views = sample_data(model, 12)
-    summary, khat, ess = pareto_summary(importance_sample(model, views, num_samples=200, seed=0))
+    summary, khat, ess = pareto_summary(importance_sample(model, views, num_samples=200, seed=0, **GUIDE))
     assert np.median(khat) > 0.7
     assert summary["share_above_0_7"] >= 0.75
     assert summary["share_above_threshold"] >= summary["share_above_0_7"]
@@ -246,7 +250,7 @@ def test_over_narrow_guide_has_large_khat() -> None:
 def test_simvae_exact_y_guide_log_weights_match_independent_computation() -> None:
     model = make_model()
     views = sample_data(model, 5)
-    samples = importance_sample(model, views, num_samples=4, seed=3)
+    samples = importance_sample(model, views, num_samples=4, seed=3, **GUIDE)
     # Recompute from the stored draws: log p(y) + sum_j [log p(z_j | y) + log p(x_j | z_j) - log q(z_j | x_j)]
     #  - log q(y | z), with no scales.
     z, y = samples.latents["z"].double(), samples.latents["y"].double()
@@ -274,7 +278,7 @@ def test_simvae_amortised_y_guide_log_weights_match_independent_computation() ->
         for parameter in model.content_guide.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * 0.3)
     views = sample_data(model, 5)
-    samples = importance_sample(model, views, num_samples=4, seed=3)
+    samples = importance_sample(model, views, num_samples=4, seed=3, **GUIDE)
     z, y = samples.latents["z"].double(), samples.latents["y"].double()
     loc, scale = model.encoder(views)
     W, b = model.decoder.weight, model.decoder.bias
@@ -296,8 +300,8 @@ def test_simvae_amortised_y_guide_log_weights_match_independent_computation() ->
 def test_chunking_does_not_change_the_draws_statistics() -> None:
     model = make_model()
     views = sample_data(model, 6)
-    whole = importance_sample(model, views, num_samples=8, seed=0)
-    chunked = importance_sample(model, views, num_samples=8, seed=0, max_images_per_pass=6)
+    whole = importance_sample(model, views, num_samples=8, seed=0, **GUIDE)
+    chunked = importance_sample(model, views, num_samples=8, seed=0, max_images_per_pass=6, **GUIDE)
     assert chunked.log_weights.shape == whole.log_weights.shape
     assert torch.isfinite(chunked.log_weights).all()
     assert chunked.latents["z"].shape == whole.latents["z"].shape == (8, 6, NUM_VIEWS, LATENT)
@@ -322,7 +326,7 @@ def test_dead_latent_dimensions_are_not_active() -> None:
         GaussianLikelihood(std=NOISE, link="identity"),
     ).double()
     views = torch.randn(40, 2, 1, 1, D, generator=gen)
-    samples = importance_sample(model, views, num_samples=4, seed=0)
+    samples = importance_sample(model, views, num_samples=4, seed=0, **GUIDE)
     collapse = collapse_summary(samples)
     assert collapse["active_units"] == 2
     assert collapse["active_dims"] == [0, 2]
@@ -340,7 +344,7 @@ def test_dead_latent_dimensions_are_not_active() -> None:
 def test_simvae_kl_uses_marginal_prior_of_one_view() -> None:
     model = make_model()
     views = sample_data(model, 10)
-    samples = importance_sample(model, views, num_samples=2, seed=0)
+    samples = importance_sample(model, views, num_samples=2, seed=0, **GUIDE)
     assert samples.kl_reference == "marginal"
     loc, scale = model.encoder(views)
     marginal = math.sqrt(PRIOR_SCALE**2 + VIEW_SCALE**2)
@@ -365,17 +369,17 @@ def test_iwae_function_differs_from_elbo_for_unequal_weights_and_converges() -> 
     model = make_model()
     views = sample_data(model, 10)
     exact = exact_log_evidence(model, views)
-    iwae, elbo = iwae_log_evidence(model, views, num_samples=50, seed=0)
+    iwae, elbo = iwae_log_evidence(model, views, num_samples=50, seed=0, **GUIDE)
     assert (iwae - elbo > 0.1).all()  # Jensen, strictly: the weights of every item are unequal
     # With the exact posterior as guide every weight equals p(x): IWAE = ELBO = log p(x).
     exact_guide = model_with_guide()
-    iwae_exact, elbo_exact = iwae_log_evidence(exact_guide, views, num_samples=5, seed=0)
+    iwae_exact, elbo_exact = iwae_log_evidence(exact_guide, views, num_samples=5, seed=0, **GUIDE)
     torch.testing.assert_close(iwae_exact, exact, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(elbo_exact, exact, rtol=1e-9, atol=1e-9)
     # Convergence as K grows, with a proposal whose weights are bounded (over-dispersed, shifted).
     wide = model_with_guide(std_factor=1.5, shift=0.5)
     errors = [
-        float((iwae_log_evidence(wide, views, num_samples=k, seed=1)[0] - exact).abs().mean())
+        float((iwae_log_evidence(wide, views, num_samples=k, seed=1, **GUIDE)[0] - exact).abs().mean())
         for k in (1, 10, 1000)
     ]
     assert errors[0] > errors[1] > errors[2]
@@ -387,7 +391,7 @@ def test_held_out_elpd_matches_exact_sum_and_item_spread() -> None:
     model = model_with_guide(std_factor=1.5, shift=0.5)
     views = sample_data(model, 60, seed=5)
     exact = exact_log_evidence(model, views)
-    samples = importance_sample(model, views, num_samples=2000, seed=0)
+    samples = importance_sample(model, views, num_samples=2000, seed=0, **GUIDE)
     elpd = held_out_elpd(samples)
     # Monte Carlo error of the sum: the IWAE bias is about -Var(w)/(2 K p^2) per item, and the noise is
     # of the same order; with K = 2000 and bounded weights both are far below 0.5 nats over 60 items.
@@ -412,7 +416,9 @@ def test_az_compare_ranks_the_correct_model_above_a_misspecified_one() -> None:
     wrong.likelihood = GaussianLikelihood(std=2 * NOISE, link="identity").double()  # wrong decoder noise
     elpds = {}
     for name, model in (("wrong", wrong), ("correct", correct)):
-        idata = to_inference_data(model, views, num_samples=500, num_prior_draws=0, num_predictive_draws=0)
+        idata = to_inference_data(
+            model, views, num_samples=500, num_prior_draws=0, num_predictive_draws=0, **GUIDE
+        )
         elpds[name] = held_out_elpd(idata)
     table = compare_held_out(elpds)
     assert list(table.index) == ["correct", "wrong"]
@@ -432,7 +438,9 @@ def test_az_compare_ranks_the_correct_model_above_a_misspecified_one() -> None:
     np.testing.assert_allclose(far_table["weight"].values, table["weight"].values, atol=1e-4)
     assert far_table.loc["correct", "weight"] > 0.9
     # Scores of different observed values are refused.
-    other = held_out_elpd(importance_sample(correct, sample_data(correct, 80, seed=8), num_samples=20))
+    other = held_out_elpd(
+        importance_sample(correct, sample_data(correct, 80, seed=8), num_samples=20, **GUIDE)
+    )
     with pytest.raises(ValueError, match="different observed values"):
         compare_held_out({"correct": elpds["correct"], "other": other})
 
@@ -441,7 +449,7 @@ def test_resampled_posterior_has_exact_moments_even_with_a_too_narrow_guide() ->
     model = model_with_guide(std_factor=0.8)  # q narrower than the posterior (variance 0.64x)
     views = sample_data(model, 4, seed=2)
     idata = to_inference_data(
-        model, views, num_samples=20000, num_predictive_draws=0, num_prior_draws=0, seed=3
+        model, views, num_samples=20000, num_predictive_draws=0, num_prior_draws=0, seed=3, **GUIDE
     )
     mean_y, cov_y = exact_posterior_of_y(model, views)
     for group, expected_ratio in (("posterior", 1.0), ("variational_posterior", 0.64)):
@@ -463,7 +471,9 @@ def test_inference_data_groups_round_trip_and_standard_arviz_tools_run(tmp_path:
     az = arviz()
     model = model_with_guide(std_factor=1.2)
     views = sample_data(model, 6)
-    idata = to_inference_data(model, views, num_samples=40, num_prior_draws=30, attrs={"data": "linear"})
+    idata = to_inference_data(
+        model, views, num_samples=40, num_prior_draws=30, attrs={"data": "linear"}, **GUIDE
+    )
     path = write_netcdf(idata, tmp_path / "diagnostics.nc")
     back = read_netcdf(path)
     assert set(back.groups()) == {
@@ -478,11 +488,13 @@ def test_inference_data_groups_round_trip_and_standard_arviz_tools_run(tmp_path:
     }
     assert back.posterior["z"].dims == ("chain", "draw", "item", "view", "latent")
     assert back.posterior["z"].shape == (1, 40, 6, NUM_VIEWS, LATENT)
-    assert back.prior["y"].dims == ("chain", "draw", "latent") and back.prior["y"].shape == (1, 30, LATENT)
-    assert back.prior_predictive["x"].shape == (1, 30, NUM_VIEWS, 1, 1, D)
+    # Each prior draw imagines as many items as were observed (the shape az.plot_ppc(group="prior") needs).
+    assert back.prior["y"].dims == ("chain", "draw", "item", "latent")
+    assert back.prior["y"].shape == (1, 30, 6, LATENT)
+    assert back.prior_predictive["x"].shape == (1, 30, 6, NUM_VIEWS, 1, 1, D)
     # observed_data holds what log_px scores: the x site's values.
     np.testing.assert_allclose(back.observed_data["x"].values, views.numpy())
-    samples = importance_sample(model, views, num_samples=40, seed=0)
+    samples = importance_sample(model, views, num_samples=40, seed=0, **GUIDE)
     np.testing.assert_allclose(back.importance_sampling["log_weight"].values[0], samples.log_weights.numpy())
     iwae = torch.logsumexp(samples.log_weights, 0) - math.log(40)
     np.testing.assert_allclose(back.importance_sampling["log_px"].values, iwae.numpy())
@@ -521,11 +533,11 @@ def test_to_inference_data_for_a_model_built_in_python_with_a_custom_prior() -> 
     ).double()
     assert model.y_guide == "amortised"
     images = sample_data(make_model(), 7)[:, 0]  # (N, C, H, W) images: J identical views
-    idata = to_inference_data(model, images, num_views=2, num_samples=30, num_prior_draws=400)
+    idata = to_inference_data(model, images, num_views=2, num_samples=30, num_prior_draws=400, **GUIDE)
     assert idata.posterior["y"].shape == (1, 30, 7, LATENT)
     assert idata.observed_data["x"].shape == (7, 2, 1, 1, D)
     # Prior draws of y follow the custom prior: its correlation 0.5 (400 draws; loose, seeded).
-    y = torch.from_numpy(idata.prior["y"].values[0])
+    y = torch.from_numpy(idata.prior["y"].values[0]).reshape(-1, LATENT)
     assert float(torch.corrcoef(y.T)[0, 1]) == pytest.approx(0.5, abs=0.15)
     assert np.isfinite(held_out_elpd(idata)["elpd_loo"])
 
@@ -533,17 +545,17 @@ def test_to_inference_data_for_a_model_built_in_python_with_a_custom_prior() -> 
 def test_to_inference_data_refuses_discriminative_and_point_mass_guides() -> None:
     method = ViewEncoder(torch.randn(3, 2))
     with pytest.raises(ValueError, match="does not model images"):
-        to_inference_data(method, torch.rand(4, 1, 1, D))
+        to_inference_data(method, torch.rand(4, 1, 1, D), **GUIDE)
     plugin = make_model()
     plugin.y_guide = "plugin"
     with pytest.raises(ValueError, match="point-mass sites"):
-        to_inference_data(plugin, sample_data(plugin, 4), num_samples=3)
+        to_inference_data(plugin, sample_data(plugin, 4), num_samples=3, **GUIDE)
 
 
 def test_az_loo_on_the_file_raises_the_documented_error(tmp_path: Path) -> None:
     az = arviz()
     model = model_with_guide(std_factor=1.2)
-    idata = to_inference_data(model, sample_data(model, 5), num_samples=20, num_prior_draws=0)
+    idata = to_inference_data(model, sample_data(model, 5), num_samples=20, num_prior_draws=0, **GUIDE)
     path = write_netcdf(idata, tmp_path / "diagnostics.nc")
     # Through pssl (in memory or read back): the reason, in ArviZ's own entry points.
     for data in (idata, read_netcdf(path)):
@@ -633,7 +645,7 @@ def test_diagnose_a_discriminative_method_writes_structure_only(tmp_path: Path) 
     method = ViewEncoder(torch.randn(16, 4, generator=torch.Generator().manual_seed(3)))
     images = (torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(4)) * 255).to(torch.uint8)
     out = diagnose(
-        method, images, augmenter=ViewAugmenter.identity(), num_views=2, out_dir=tmp_path, name="enc"
+        method, images, augmenter=ViewAugmenter.identity(), num_views=2, out_dir=tmp_path, name="enc", **GUIDE
     )
     assert set(out["readings"]) == {"structure"}
     assert "log_evidence" not in out
@@ -646,12 +658,12 @@ def test_diagnose_a_discriminative_method_writes_structure_only(tmp_path: Path) 
 def test_point_mass_y_guide_and_flat_prior_are_flagged() -> None:
     plugin = make_model()
     plugin.y_guide = "plugin"
-    samples = importance_sample(plugin, sample_data(plugin, 4), num_samples=3, seed=0)
+    samples = importance_sample(plugin, sample_data(plugin, 4), num_samples=3, seed=0, **GUIDE)
     evidence = evidence_summary(samples, eight_bit=False)
     assert not evidence["is_bound"] and evidence["point_mass_sites"] == ["y"]
     flat = make_model()
     flat.content_prior = FlatPrior(LATENT).double()
-    samples = importance_sample(flat, sample_data(flat, 4), num_samples=3, seed=0)
+    samples = importance_sample(flat, sample_data(flat, 4), num_samples=3, seed=0, **GUIDE)
     # Flat p(y): no proper marginal for one view; the KL is to p(z | y) at the guide's y (Monte Carlo).
     assert samples.kl_reference == "conditional"
     assert samples.view_marginal.within_to_across_ratio() == 0.0
@@ -699,7 +711,7 @@ def test_multimodal_bits_per_dim_counts_the_observed_half_images() -> None:
     torch.manual_seed(0)
     model = small_model("simvae-multimodal", "bernoulli")
     views = (torch.rand(6, 2, 1, 8, 8) > 0.5).double()  # binary: Bernoulli is then a true pmf
-    samples = importance_sample(model, views, num_samples=8, seed=0)
+    samples = importance_sample(model, views, num_samples=8, seed=0, **GUIDE)
     # Hand count: modality A is the top half (1 x 4 x 8) of view 0, modality B the bottom half of
     # view 1: 32 + 32 = 64 observed values per item, not J x C x H x W = 128.
     assert samples.num_dims == 64 == observed_values_per_item(model, views)
@@ -716,7 +728,7 @@ def test_discretised_logistic_is_labelled_discrete() -> None:
     torch.manual_seed(1)
     model = small_model("simvae", "discretized-logistic")
     views = torch.randint(0, 256, (5, 2, 1, 8, 8)).double() / 255
-    samples = importance_sample(model, views, num_samples=6, seed=0)
+    samples = importance_sample(model, views, num_samples=6, seed=0, **GUIDE)
     assert samples.discrete_observation and not samples.binary_observation
     evidence = evidence_summary(samples, eight_bit=True, likelihood=model.likelihood)
     assert evidence["discrete_likelihood"] and not evidence["dequantised"]
@@ -725,14 +737,14 @@ def test_discretised_logistic_is_labelled_discrete() -> None:
     assert evidence["bits_per_dim"] == pytest.approx(-evidence["log_px_iwae_nats"] / (128 * math.log(2)))
     reading = evidence_reading(evidence)
     assert "discrete likelihood" in reading and "dequantised" not in reading
-    idata = to_inference_data(model, views, num_samples=6, num_prior_draws=4, num_predictive_draws=2)
+    idata = to_inference_data(model, views, num_samples=6, num_prior_draws=4, num_predictive_draws=2, **GUIDE)
     assert idata.importance_sampling.attrs["likelihood_is_discrete"] == 1
 
 
 def test_diagnose_readings_for_an_over_narrow_guide() -> None:
     model = model_with_guide(std_factor=0.1)
     images = sample_data(model, 10)[:, 0]
-    out = diagnose(model, images, augmenter=ViewAugmenter.identity(), num_views=2, num_samples=50)
+    out = diagnose(model, images, augmenter=ViewAugmenter.identity(), num_views=2, num_samples=50, **GUIDE)
     assert set(out["readings"]) == {
         "log_evidence",
         "khat",

@@ -53,6 +53,24 @@ def test_bits_per_dim_only_for_untempered_elbo(tmp_path: Path, likelihood: Compo
 
 
 @pytest.mark.parametrize(
+    ("objective", "name", "is_bound"),
+    [
+        (Component("iwae", {"num_particles": 2}), "iwae", True),
+        (Component("renyi", {"alpha": 1.5, "num_particles": 2}), "renyi(alpha=1.5)", False),
+    ],
+)
+def test_metrics_json_names_an_iwae_or_renyi_objective(
+    tmp_path: Path, objective: Component, name: str, is_bound: bool
+) -> None:
+    run_experiment(tiny(tmp_path / "run", likelihood=Component("bernoulli"), objective=objective))
+    training = json.loads((tmp_path / "run" / "metrics.json").read_text())["training"]
+    assert (training["objective"]["name"], training["objective"]["is_bound"]) == (name, is_bound)
+    terms = training["final_terms_nats_per_item"]
+    assert "val_elbo" not in terms and "val_objective" in terms  # the summed objective is not an ELBO
+    assert (training["val_bits_per_dim"] is not None) == is_bound
+
+
+@pytest.mark.parametrize(
     ("model", "likelihood", "name", "is_bound"),
     [
         ("simvae", Component("bernoulli"), "elbo", True),

@@ -3,9 +3,15 @@
 Diagnostics read a trained method only through its public interface
 (``model``, ``guide``, ``encode``, ``sample_images``) and Pyro traces:
 
-* :mod:`~pssl.diagnostics.importance`: importance sampling from the guide, the
-  IWAE estimate of log p(x) (nats per item, bits per dimension), the ELBO-to-IWAE
-  gap, Pareto k-hat and ESS of the weights, KL per latent dimension and active units;
+* :mod:`~pssl.diagnostics.proposal`: the hierarchical importance proposal (y from all
+  views' encodings and p(y), then each z_j from p(z_j | y) times its encoding),
+  independent of the training guide; enumerated sites summed exactly; tempered likelihoods;
+* :mod:`~pssl.diagnostics.importance`: importance sampling from that proposal (or the
+  guide), the IWAE estimate of log p(x) (nats per item, bits per dimension), the
+  ELBO-to-IWAE gap, Pareto k-hat and ESS of the weights, KL per latent dimension and
+  active units;
+* :mod:`~pssl.diagnostics.ais`: annealed importance sampling with HMC transitions, a
+  reference estimate of log p(x) (Wu et al. 2017);
 * :mod:`~pssl.diagnostics.predictive`: posterior and prior predictive checks;
 * :mod:`~pssl.diagnostics.structure`: within/across-item variance, alignment,
   uniformity and effective rank of any method's representation over augmented views;
@@ -25,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+from pssl.diagnostics.ais import AISResult, ais_log_evidence, ais_summary
 from pssl.diagnostics.elpd import compare_held_out, comparison_markdown, held_out_elpd
 from pssl.diagnostics.importance import (
     ImportanceSamples,
@@ -47,6 +54,7 @@ from pssl.diagnostics.inference_data import (
     write_netcdf,
 )
 from pssl.diagnostics.predictive import image_statistics, predictive_summary, prior_samples
+from pssl.diagnostics.proposal import PROPOSALS, TEMPERINGS, TemperingError
 from pssl.diagnostics.report import DEFAULT_MAX_ITEMS, DEFAULT_NUM_SAMPLES, diagnose, diagnose_run
 from pssl.diagnostics.structure import (
     compare_structure,
@@ -56,6 +64,12 @@ from pssl.diagnostics.structure import (
 )
 
 __all__ = [
+    "AISResult",
+    "PROPOSALS",
+    "TEMPERINGS",
+    "TemperingError",
+    "ais_log_evidence",
+    "ais_summary",
     "LOO_REFUSAL",
     "LooNotApplicableError",
     "build_inference_data",

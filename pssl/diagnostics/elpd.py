@@ -9,6 +9,9 @@ models is the log marginal likelihood of held-out items,
     \widehat{\log p}(x_i) = \log \frac{1}{K} \sum_{k} \frac{p(x_i, z^{(k)})}{q(z^{(k)} \mid x_i)},
     \quad z^{(k)} \sim q(z \mid x_i),
 
+with ``q`` the proposal of the importance pass (by default the hierarchical one of
+:mod:`pssl.diagnostics.proposal`, independent of the training guide)
+
 (the IWAE estimate; ``x_i`` is all of item ``i``'s observed views) over ``N`` test
 items the model was not trained on. It is an *expected log predictive density on
 new data* estimated directly from new data, so no leave-one-out approximation is
@@ -48,7 +51,8 @@ from pssl.diagnostics.importance import (
 )
 
 ESTIMATOR = (
-    "held-out log p(x_i) by importance sampling from the guide (IWAE, K draws), summed over test items"
+    "held-out log p(x_i) by importance sampling (IWAE, K draws from the diagnostic proposal), summed over "
+    "test items"
 )
 
 
@@ -91,7 +95,8 @@ def held_out_elpd(source: Any) -> Any:
         ``p_loo`` (NaN), ``n_samples`` (K), ``n_data_points`` (N), ``warning``, ``loo_i``
         (per-item log p(x_i), an ``xarray.DataArray`` over ``item``), ``pareto_k`` (per-item
         importance-sampling k-hat), ``scale`` (``"log"``), ``good_k``, plus ``estimator``,
-        ``observed_fingerprint`` and ``likelihood_is_discrete``.
+        ``observed_fingerprint``, ``likelihood_is_discrete`` and ``views`` (how the views were
+        drawn: augmenter, J, ``views_seed``; empty when unknown).
 
     Raises:
         ValueError: if ``source`` carries no importance-sampling results, or its guide had
@@ -112,6 +117,7 @@ def held_out_elpd(source: Any) -> Any:
         items = np.arange(source.num_items)
         fingerprint = observed_fingerprint(source.observed) if source.observed is not None else ""
         discrete = bool(source.discrete_observation)
+        views = ""
     else:
         groups = source.groups() if hasattr(source, "groups") else []
         if "importance_sampling" not in groups:
@@ -127,6 +133,7 @@ def held_out_elpd(source: Any) -> Any:
         items = group["item"].values
         fingerprint = str(group.attrs.get("observed_fingerprint", ""))
         discrete = bool(group.attrs.get("likelihood_is_discrete", 0))
+        views = str(group.attrs.get("views", ""))
     num_items = log_px.shape[0]
     if num_items < 2:
         raise ValueError(f"a held-out elpd needs at least 2 items, got {num_items}")
@@ -153,6 +160,7 @@ def held_out_elpd(source: Any) -> Any:
             ESTIMATOR,
             fingerprint,
             discrete,
+            views,
         ],
         index=[
             "elpd_loo",
@@ -168,6 +176,7 @@ def held_out_elpd(source: Any) -> Any:
             "estimator",
             "observed_fingerprint",
             "likelihood_is_discrete",
+            "views",
         ],
     )
 
@@ -185,11 +194,19 @@ def compare_held_out(models: dict[str, Any], **compare_options: Any) -> Any:
 
     Raises:
         ValueError: if fewer than two models are given, or they were scored on different
-            observed values, or a pmf is compared with a density.
+            views (augmenter, J or ``views_seed``) or observed values, or a pmf is compared
+            with a density.
     """
     if len(models) < 2:
         raise ValueError(f"compare_held_out needs at least two models, got {len(models)}")
     elpds = {name: value if _is_elpd(value) else held_out_elpd(value) for name, value in models.items()}
+    views = {name: str(e.get("views", "") or "") for name, e in elpds.items()}
+    if len({v for v in views.values() if v}) > 1:
+        raise ValueError(
+            "the models were scored on different views, so their log p(x) are not comparable; score every "
+            "model with the same augmenter, num_views and views_seed (pssl diagnose --views-seed): "
+            f"views per model {views}"
+        )
     fingerprints = {name: e.get("observed_fingerprint", "") for name, e in elpds.items()}
     if len({f for f in fingerprints.values() if f}) > 1:
         raise ValueError(

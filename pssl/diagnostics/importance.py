@@ -282,6 +282,14 @@ class ImportanceSamples:
         view_shape: ``(J, C, H, W)`` of the views the model was given.
         latent_site_shapes: the per-item shape of each guide latent in the trace
             (to put stored draws back into a trace, e.g. for predictive draws).
+        proposal: ``"hierarchical"`` (:mod:`pssl.diagnostics.proposal`) or ``"guide"``.
+        tempering: how the likelihood's tempering was scored: ``"none"`` (untempered model),
+            ``"proper"`` (a tempered Gaussian/Laplace scored as the proper density it is) or
+            ``"untempered"`` (the tempering dropped; the estimate is of another model than
+            the one trained).
+        proposal_scale: the hierarchical proposal's message std factor (``None`` for the guide).
+        improper_sites: latent sites with an improper prior (flat): p(x) is then not
+            normalised and log p(x) is defined only up to a constant.
     """
 
     log_weights: torch.Tensor
@@ -301,6 +309,10 @@ class ImportanceSamples:
     observed: torch.Tensor | None = None
     view_shape: tuple[int, ...] = ()
     latent_site_shapes: dict[str, torch.Size] = field(default_factory=dict)
+    proposal: str = "guide"
+    tempering: str = "none"
+    improper_sites: list[str] = field(default_factory=list)
+    proposal_scale: float | None = None
 
     @property
     def num_samples(self) -> int:
@@ -345,11 +357,15 @@ def importance_sample(
     max_images_per_pass: int = 4096,
     statistics: Any = None,
     keep_latents: bool = True,
+    proposal: str = "hierarchical",
+    guide: Any = None,
+    tempering: str = "auto",
+    proposal_scale: float | None = None,
 ) -> ImportanceSamples:
-    """Draw ``num_samples`` guide samples per item and weigh them against the model.
+    """Draw ``num_samples`` proposal samples per item and weigh them against the model.
 
     Args:
-        model: a generative method (its guide is the proposal).
+        model: a generative method.
         views: ``(N, J, C, H, W)`` float views of ``N`` items.
         num_samples: K, draws per item (K = 1 gives the ELBO; k-hat needs K >= 2).
         seed: seeds the draws (the caller's RNG state is restored afterwards).
@@ -358,15 +374,38 @@ def importance_sample(
         statistics: ``images (..., C, H, W) -> dict[str, (...)]`` for predictive
             checks; default :func:`pssl.diagnostics.predictive.image_statistics`.
         keep_latents: keep the latent draws (float32, ``(K, N, ...)`` each).
+        proposal: ``"hierarchical"`` (default): the proposal of
+            :mod:`pssl.diagnostics.proposal`, built from the model's priors and the
+            encoder's per-view Gaussians, whatever y-guide the model was trained with;
+            ``"guide"``: the model's own guide (not a proposal when it has point masses).
+        guide: a guide for global latents (sites outside the items plate), called with the
+            model's arguments. Its draws are used as posterior draws given the training
+            data, so each item's estimate is the held-out predictive
+            ``log E_{q(theta)} p(x_i | theta)`` (``log p(theta) - log q(theta)`` does not enter).
+            With it, each particle is a separate pass (one global draw per particle).
+        tempering: ``"auto"``: a tempered Gaussian or Laplace likelihood is scored as the
+            proper density it is, any other tempered likelihood raises
+            :class:`~pssl.diagnostics.proposal.TemperingError`; ``"untempered"``: score the
+            model without its tempering (labelled ``tempering: untempered``).
+        proposal_scale: std factor of the hierarchical proposal's messages (default
+            :data:`~pssl.diagnostics.proposal.DEFAULT_PROPOSAL_SCALE`; 1 is exact where the
+            encoder is the exact single-view posterior).
 
     Returns:
         :class:`ImportanceSamples`.
     """
     from pssl.diagnostics.predictive import image_statistics
+    from pssl.diagnostics.proposal import PROPOSALS, TEMPERINGS
 
     statistics = statistics or image_statistics
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if proposal not in PROPOSALS:
+        raise ValueError(f"unknown proposal {proposal!r}; accepted: {', '.join(PROPOSALS)}")
+    if tempering not in TEMPERINGS:
+        raise ValueError(f"unknown tempering {tempering!r}; accepted: {', '.join(TEMPERINGS)}")
+    if guide is not None and proposal != "hierarchical":
+        raise ValueError("guide= (global latents) needs proposal='hierarchical'")
     if views.dim() != 5:
         raise ValueError(f"views must be (items, views, C, H, W), got shape {tuple(views.shape)}")
     if not model.generative:
@@ -377,11 +416,13 @@ def importance_sample(
     total = num_samples
     items_per_pass = max(1, min(num_items, max_images_per_pass // (total * num_views)))
     particles_per_pass = max(1, min(total, max_images_per_pass // (items_per_pass * num_views)))
+    if guide is not None:
+        particles_per_pass = 1
 
     log_weights = torch.empty(total, num_items, dtype=torch.float64)
     log_lik = torch.empty(total, num_items, dtype=torch.float64)
     result = ImportanceSamples(
-        log_weights=log_weights, log_likelihood=log_lik, view_shape=tuple(views.shape[1:])
+        log_weights=log_weights, log_likelihood=log_lik, view_shape=tuple(views.shape[1:]), proposal=proposal
     )
     observed_chunks: list[torch.Tensor] = []
     kl_sum: torch.Tensor | None = None
@@ -394,6 +435,19 @@ def importance_sample(
             for start in range(0, num_items, items_per_pass):
                 chunk = views[start : start + items_per_pass]
                 b = chunk.shape[0]
+                chunk_proposal = None
+                if proposal == "hierarchical":
+                    chunk_proposal = proposal_for_items(
+                        model, chunk, guide=guide, tempering=tempering, proposal_scale=proposal_scale
+                    )
+                    result.proposal_scale = chunk_proposal.proposal_scale
+                    guide_trace, model_trace = chunk_proposal.guide_trace, chunk_proposal.model_trace
+                    posterior_means.append(_posterior_mean(guide_trace, b))
+                    observed_chunks.append(_observed_value(model_trace, b))
+                    kl = _kl_per_dim(guide_trace, model_trace, result, particles_are_fresh=True, num_items=b)
+                    if kl is not None:
+                        kl_sum = kl[0] if kl_sum is None else kl_sum + kl[0]
+                        kl_count += kl[1]
                 for p0 in range(0, total, particles_per_pass):
                     k = min(particles_per_pass, total - p0)
                     replicated = chunk.repeat(k, 1, 1, 1, 1)
@@ -402,10 +456,31 @@ def importance_sample(
                         index=torch.arange(b, device=views.device).repeat(k),
                         num_items=k * b,
                     )
-                    guide_trace, model_trace = trace_pair(model, batch)
                     slot = (slice(p0, p0 + k), slice(start, start + b))
+                    if chunk_proposal is not None:
+                        _record_proposal_pass(
+                            result,
+                            model,
+                            chunk_proposal,
+                            batch,
+                            k,
+                            slot,
+                            statistics,
+                            keep_latents,
+                            tempering,
+                            guide,
+                        )
+                        continue
+                    guide_trace, model_trace = trace_pair(model, batch)
                     _record_pass(
-                        result, guide_trace, model_trace, slot, statistics, keep_latents, views.device
+                        result,
+                        guide_trace,
+                        model_trace,
+                        slot,
+                        statistics,
+                        keep_latents,
+                        views.device,
+                        tempering,
                     )
                     kl = _kl_per_dim(
                         guide_trace, model_trace, result, particles_are_fresh=p0 == 0, num_items=b
@@ -432,6 +507,135 @@ def importance_sample(
     return result
 
 
+@dataclass
+class ItemsProposal:
+    """The hierarchical proposal for one chunk of items, with the traces it was read from."""
+
+    proposal: Any
+    guide_trace: poutine.Trace
+    model_trace: poutine.Trace
+    likelihood_scale: float
+    proposal_scale: float
+
+
+def proposal_for_items(
+    model: SSLModel,
+    views: torch.Tensor,
+    *,
+    guide: Any = None,
+    tempering: str = "auto",
+    proposal_scale: float | None = None,
+) -> ItemsProposal:
+    """Build :class:`~pssl.diagnostics.proposal.HierarchicalProposal` for ``(B, J, C, H, W)`` views.
+
+    Raises:
+        TemperingError: for a tempered likelihood without a proper form under ``tempering="auto"``.
+    """
+    from pssl.diagnostics.proposal import (
+        DEFAULT_PROPOSAL_SCALE,
+        _site_scale,
+        build_proposal,
+        guide_values,
+        observation_density,
+        traced_model,
+    )
+
+    b = views.shape[0]
+    batch = ViewBatch(views=views, index=torch.arange(b, device=views.device), num_items=b)
+    global_values = guide_values(guide, batch)
+    guide_trace = prune_subsample_sites(poutine.trace(model.guide).get_trace(batch))
+    model_trace = prune_subsample_sites(
+        poutine.trace(
+            poutine.replay(poutine.condition(model.model, data=global_values), trace=guide_trace)
+        ).get_trace(batch)
+    )
+    x_site = sample_sites(model_trace, observed=True).get(sites.OBSERVATION)
+    if x_site is None:
+        raise ValueError(f"{type(model).__name__}'s model has no observed {sites.OBSERVATION!r} site")
+    from pssl.diagnostics.proposal import is_global
+
+    unguided = sorted(
+        name
+        for name, site in sample_sites(model_trace, observed=False).items()
+        if is_global(site) and name not in global_values
+    )
+    if unguided:
+        raise ValueError(
+            f"the model has global latent sites {unguided} (outside the {sites.ITEMS!r} plate); pass guide= "
+            "with a guide for them (its draws are used as posterior draws given the training data)"
+        )
+    scale = _site_scale(x_site)
+    observation_density(x_site["fn"], scale, tempering)  # refuses an improper tempering before any work
+    local = {
+        name: s["value"]
+        for name, s in sample_sites(guide_trace, observed=False).items()
+        if name in (sites.CONTENT, sites.VIEW_LATENT)
+    }
+    structure = traced_model(model, batch, {**local, **global_values})
+    proposal_scale = DEFAULT_PROPOSAL_SCALE if proposal_scale is None else float(proposal_scale)
+    built = build_proposal(
+        structure,
+        guide_trace,
+        likelihood_scale=scale if tempering == "untempered" else 1.0,
+        proposal_scale=proposal_scale,
+    )
+    return ItemsProposal(built, guide_trace, model_trace, scale, proposal_scale)
+
+
+def _record_proposal_pass(
+    result: ImportanceSamples,
+    model: SSLModel,
+    chunk_proposal: ItemsProposal,
+    batch: ViewBatch,
+    k: int,
+    slot: tuple[slice, slice],
+    statistics: Any,
+    keep_latents: bool,
+    tempering: str,
+    guide: Any,
+) -> None:
+    """One pass of the hierarchical proposal: draw, weigh, record at ``slot = (draws, items)``."""
+    from pssl.diagnostics.proposal import guide_values, model_log_density, observation_density, traced_model
+
+    b = slot[1].stop - slot[1].start
+    total, num_items = result.log_weights.shape
+    proposal = chunk_proposal.proposal.replicate(k)
+    values = proposal.sample()
+    trace = traced_model(model, batch, {**values, **guide_values(guide, batch)})
+    log_p, log_lik, label = model_log_density(trace, k * b, tempering=tempering)
+    log_w = log_p - proposal.log_prob(values).double()
+    result.tempering = label
+    for name in values:
+        if type(_innermost(trace.nodes[name]["fn"])).__name__ == "ImproperUniform" and (
+            name not in result.improper_sites
+        ):
+            result.improper_sites.append(name)
+    result.log_weights[slot] = log_w.reshape(k, b).cpu()
+    result.log_likelihood[slot] = log_lik.reshape(k, b).cpu()
+    x_site = trace.nodes[sites.OBSERVATION]
+    result.discrete_observation = bool(x_site["fn"].support.is_discrete)
+    result.binary_observation = _is_binary_support(x_site["fn"].support)
+    if keep_latents:
+        for name, value in values.items():
+            site = trace.nodes[name]
+            dims, shape = _site_dims(name, site, value.shape[1:])
+            if name not in result.latents:
+                result.latents[name] = torch.empty(total, num_items, *shape)
+                result.latent_dims[name] = dims
+                result.latent_site_shapes[name] = value.shape[1:]
+            result.latents[name][slot] = value.reshape(k, b, *shape).float().cpu()
+    if x_site["value"].dim() != 5:
+        return
+    from pssl.diagnostics.proposal import _site_scale
+
+    fn, _ = observation_density(x_site["fn"], _site_scale(x_site), tempering)
+    num_views = x_site["value"].shape[1]
+    for key, value in statistics(fn.sample()).items():
+        if key not in result.replicated_statistics:
+            result.replicated_statistics[key] = torch.empty(total, num_items, num_views)
+        result.replicated_statistics[key][slot] = value.reshape(k, b, num_views).float().cpu()
+
+
 def _record_pass(
     result: ImportanceSamples,
     guide_trace: poutine.Trace,
@@ -440,12 +644,13 @@ def _record_pass(
     statistics: Any,
     keep_latents: bool,
     device: torch.device,
+    tempering: str = "auto",
 ) -> None:
     """Store one pass's weights, latents and replicated statistics at ``slot = (draws, items)``."""
     k = slot[0].stop - slot[0].start
     b = slot[1].stop - slot[1].start
     total, num_items = result.log_weights.shape
-    log_w, log_lik = _log_weights(guide_trace, model_trace, k * b, result, device)
+    log_w, log_lik = _log_weights(guide_trace, model_trace, k * b, result, device, tempering)
     result.log_weights[slot] = log_w.reshape(k, b).cpu()
     result.log_likelihood[slot] = log_lik.reshape(k, b).cpu()
     if keep_latents:
@@ -460,7 +665,10 @@ def _record_pass(
     if observed is None or observed["value"].dim() != 5:
         return
     num_views = observed["value"].shape[1]
-    for key, value in statistics(observed["fn"].sample()).items():
+    from pssl.diagnostics.proposal import _site_scale, observation_density
+
+    replicate_fn, _ = observation_density(observed["fn"], _site_scale(observed), tempering)
+    for key, value in statistics(replicate_fn.sample()).items():
         if key not in result.replicated_statistics:
             result.replicated_statistics[key] = torch.empty(total, num_items, num_views)
         result.replicated_statistics[key][slot] = value.reshape(k, b, num_views).float().cpu()
@@ -508,7 +716,10 @@ def _log_weights(
     num_items: int,
     result: ImportanceSamples,
     device: torch.device,
+    tempering: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    from pssl.diagnostics.proposal import _site_scale, observation_density
+
     guide_latents = sample_sites(guide_trace, observed=False)
     model_latents = sample_sites(model_trace, observed=False)
     missing = sorted(set(model_latents) - set(guide_latents))
@@ -520,6 +731,9 @@ def _log_weights(
     log_w = torch.zeros(num_items, dtype=torch.float64, device=device)
     log_lik = torch.zeros_like(log_w)
     for name, site in sample_sites(model_trace).items():
+        if name == sites.OBSERVATION:
+            fn, result.tempering = observation_density(site["fn"], _site_scale(site), tempering)
+            site = {**site, "fn": fn}
         value = per_item_log_prob(name, site, num_items).double()
         log_w = log_w + value
         if site["is_observed"]:
@@ -651,6 +865,10 @@ def evidence_summary(
         "binary_likelihood": bool(samples.binary_observation),
         "is_bound": not samples.point_mass_sites,
         "point_mass_sites": list(samples.point_mass_sites),
+        "proposal": samples.proposal,
+        "tempering": samples.tempering,
+        "improper_sites": list(samples.improper_sites),
+        "proposal_scale": samples.proposal_scale,
     }
 
 
@@ -667,6 +885,7 @@ def iwae_log_evidence(
     num_samples: int,
     seed: int = 0,
     max_images_per_pass: int = 4096,
+    **proposal_options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-item IWAE estimate of log p(x_i) and the per-item ELBO, from ``K`` guide draws.
 
@@ -686,6 +905,7 @@ def iwae_log_evidence(
         num_samples: K.
         seed: seeds the draws.
         max_images_per_pass: memory bound (see :func:`importance_sample`).
+        proposal_options: ``proposal``, ``guide``, ``tempering`` of :func:`importance_sample`.
 
     Returns:
         ``(iwae, elbo)``, each ``(N,)`` float64, nats per item.
@@ -697,6 +917,7 @@ def iwae_log_evidence(
         seed=seed,
         max_images_per_pass=max_images_per_pass,
         keep_latents=False,
+        **proposal_options,
     )
     if samples.point_mass_sites:
         raise ValueError(

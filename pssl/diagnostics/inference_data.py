@@ -80,8 +80,8 @@ from pssl.models.base import SSLModel, ViewBatch
 DEFAULT_PREDICTIVE_DRAWS = 20
 """Posterior draws per item decoded into replicated images (pixels are the bulk of the file)."""
 
-DEFAULT_PRIOR_DRAWS = 100
-"""Items imagined from the prior."""
+DEFAULT_PRIOR_DRAWS = 20
+"""Prior draws, each imagining as many items as are diagnosed."""
 
 LOO_REFUSAL = (
     "az.loo/az.waic do not apply to pssl's InferenceData: its posterior draws are of per-item local latents "
@@ -162,6 +162,7 @@ def _predictive_draws(
     x_shape: torch.Size,
     *,
     max_images_per_pass: int,
+    tempering: str = "none",
 ) -> torch.Tensor:
     """``x_rep ~ p(x | latents)`` for ``(S, N, ...)`` latent draws; returns ``(S, N, *x_shape)``.
 
@@ -188,7 +189,7 @@ def _predictive_draws(
                 for name, value in latents.items()
             }
             placeholder = torch.zeros(k * b, *view_shape, device=device, dtype=dtype)
-            replicate = _replicate(model, placeholder, data)
+            replicate = _replicate(model, placeholder, data, tempering=tempering)
             out[d0:d1, start:stop] = replicate.reshape(k, b, *x_shape).cpu()
     return out
 
@@ -200,8 +201,16 @@ def _device_dtype(model: SSLModel) -> tuple[torch.device, torch.dtype]:
     return anchor.device, anchor.dtype
 
 
-def _replicate(model: SSLModel, views: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One draw of the ``x`` site given conditioned latents (``views`` only set the shapes)."""
+def _replicate(
+    model: SSLModel, views: torch.Tensor, data: dict[str, torch.Tensor], *, tempering: str = "none"
+) -> torch.Tensor:
+    """One draw of the ``x`` site given conditioned latents (``views`` only set the shapes).
+
+    With ``tempering="proper"`` the draw is from the proper density a tempered Gaussian or
+    Laplace likelihood stands for (what ``log_px`` scores).
+    """
+    from pssl.diagnostics.proposal import _site_scale, observation_density
+
     batch = ViewBatch(
         views=views, index=torch.arange(views.shape[0], device=views.device), num_items=views.shape[0]
     )
@@ -209,7 +218,10 @@ def _replicate(model: SSLModel, views: torch.Tensor, data: dict[str, torch.Tenso
     site = sample_sites(trace, observed=True).get(sites.OBSERVATION)
     if site is None:
         raise ValueError(f"{type(model).__name__}'s model has no observed {sites.OBSERVATION!r} site")
-    return site["fn"].sample().float()
+    fn = site["fn"]
+    if tempering == "proper":
+        fn, _ = observation_density(fn, _site_scale(site), "auto")
+    return fn.sample().float()
 
 
 @torch.no_grad()
@@ -321,6 +333,8 @@ def build_inference_data(
             "observed_values_per_item": samples.num_dims,
             "likelihood_is_discrete": discrete,
             "observed_fingerprint": observed_fingerprint(samples.observed),
+            "proposal": samples.proposal,
+            "tempering": samples.tempering,
             "loo_note": LOO_REFUSAL,
             **(attrs or {}),
         }
@@ -375,13 +389,17 @@ def build_inference_data(
         },
         proposal_coords,
         {
-            "log_weight_note": "log p(x, z[, y]) - log q(z[, y] | x), unscaled (no tempering, beta or "
-            "minibatch "
-            "factor), summed over the item's observed values; aligned with variational_posterior",
+            "log_weight_note": "log p(x, z[, y]) - log q(z[, y] | x) of the proposal named in 'proposal' "
+            "(hierarchical: built from the model's priors and the encoder, see pssl.diagnostics.proposal; "
+            "guide: the training guide), without beta or minibatch factor, summed over the item's observed "
+            "values; a tempered likelihood is scored as stated in 'tempering'; aligned with "
+            "variational_posterior",
             "log_px_note": "IWAE estimate logsumexp_k log_weight - log K of the held-out log p(x_i)",
             "khat_note": "PSIS Pareto k-hat of each item's importance ratios p(x,z)/q(z|x)",
             "khat_threshold": threshold,
             "is_bound": 1,
+            "proposal": samples.proposal,
+            "tempering": samples.tempering,
         },
     )
 
@@ -403,6 +421,7 @@ def build_inference_data(
             samples.view_shape,
             x_shape,
             max_images_per_pass=max_images_per_pass,
+            tempering=samples.tempering,
         )
         pp_vars = {"x": (_x_dims(("chain", "draw", "item"), x_shape), replicated.numpy()[None])}
         pp_vars.update(
@@ -417,27 +436,36 @@ def build_inference_data(
             {"note": "x_rep ~ p(x | z[, y]) at the first posterior draws of each item"},
         )
     if num_prior_draws > 0:
-        drawn = prior_draws(model, samples.view_shape, num_prior_draws, seed=seed + 1)
+        # Each prior draw imagines as many items as were observed, so every prior_predictive
+        # variable has the observed_data's shape per draw (what az.plot_ppc(group="prior") needs).
+        drawn = prior_draws(model, samples.view_shape, num_prior_draws * num_items, seed=seed + 1)
         if drawn is not None:
             latents, x = drawn
             prior_vars = {}
             for name, (dims, value) in latents.items():
-                prior_vars[name] = (("chain", "draw", *dims), value.numpy()[None])
-            prior_coords = {"chain": [0], "draw": np.arange(num_prior_draws)}
+                value = value.reshape(num_prior_draws, num_items, *value.shape[1:])
+                prior_vars[name] = (("chain", "draw", "item", *dims), value.numpy()[None])
+            x = x.reshape(num_prior_draws, num_items, *x.shape[1:])
+            prior_coords = {"chain": [0], "draw": np.arange(num_prior_draws), "item": items}
             groups["prior"] = dataset(
-                prior_vars, prior_coords, {"note": "latents drawn from the model's prior"}
+                prior_vars,
+                prior_coords,
+                {"note": f"latents drawn from the model's prior: {num_items} imagined items per draw"},
             )
-            ppd = {"x": (_x_dims(("chain", "draw"), x.shape[1:]), x.numpy()[None])}
+            ppd = {"x": (_x_dims(("chain", "draw", "item"), x.shape[2:]), x.numpy()[None])}
             ppd.update(
                 {
-                    k: (_statistic_dims(("chain", "draw"), x.shape[1:]), v.numpy()[None])
+                    k: (_statistic_dims(("chain", "draw", "item"), x.shape[2:]), v.numpy()[None])
                     for k, v in _statistics(x).items()
                 }
             )
             groups["prior_predictive"] = dataset(
                 ppd,
                 prior_coords,
-                {"note": "x drawn from p(x | z) at the prior draws (one imagined item each)"},
+                {
+                    "note": "x drawn from p(x | z) at the prior draws, as many imagined items per draw as "
+                    "observed items (item i of a draw is not related to observed item i)"
+                },
             )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the two non-standard groups
@@ -461,8 +489,13 @@ def to_inference_data(
     num_predictive_draws: int = DEFAULT_PREDICTIVE_DRAWS,
     num_prior_draws: int = DEFAULT_PRIOR_DRAWS,
     seed: int = 0,
+    views_seed: int = 0,
     max_images_per_pass: int = 4096,
     attrs: dict[str, Any] | None = None,
+    proposal: str = "hierarchical",
+    guide: Any = None,
+    tempering: str = "auto",
+    proposal_scale: float | None = None,
 ) -> Any:
     """Diagnose any generative pssl model on held-out images as an ArviZ ``InferenceData``.
 
@@ -481,9 +514,20 @@ def to_inference_data(
         num_draws: resampled posterior draws per item (default K).
         num_predictive_draws: posterior draws decoded into ``posterior_predictive``.
         num_prior_draws: items drawn from the prior.
-        seed: seeds the views and every draw.
+        seed: seeds every draw (proposal, resampling, predictive and prior draws).
+        views_seed: seeds the augmenter's views (default 0 for every run, whatever its
+            training seed), so that models are scored on the same observed values; it is
+            recorded with the augmenter and J in the ``views`` attribute that
+            :func:`~pssl.diagnostics.elpd.compare_held_out` checks.
         max_images_per_pass: memory bound.
         attrs: extra attributes for every group.
+        proposal: ``"hierarchical"`` or ``"guide"`` (see
+            :func:`~pssl.diagnostics.importance.importance_sample`).
+        guide: a guide for global latents (sites outside the items plate); see
+            :func:`~pssl.diagnostics.importance.importance_sample`.
+        tempering: ``"auto"`` or ``"untempered"`` (see
+            :func:`~pssl.diagnostics.importance.importance_sample`).
+        proposal_scale: see :func:`~pssl.diagnostics.importance.importance_sample`.
 
     Returns:
         An ``arviz.InferenceData`` (a subclass whose missing ``log_likelihood`` explains itself).
@@ -496,10 +540,19 @@ def to_inference_data(
         >>> az.plot_khat(idata.importance_sampling.khat.values)
         >>> az.compare({"simvae": held_out_elpd(idata), "vae": held_out_elpd(other)})
     """
-    views = images_to_views(model, images, augmenter=augmenter, num_views=num_views, seed=seed)
+    views = images_to_views(model, images, augmenter=augmenter, num_views=num_views, seed=views_seed)
     samples = importance_sample(
-        model, views, num_samples=num_samples, seed=seed, max_images_per_pass=max_images_per_pass
+        model,
+        views,
+        num_samples=num_samples,
+        seed=seed,
+        max_images_per_pass=max_images_per_pass,
+        proposal=proposal,
+        guide=guide,
+        tempering=tempering,
+        proposal_scale=proposal_scale,
     )
+    description = views_description(augmenter, views.shape[1], views_seed, ready=images.dim() == 5)
     return build_inference_data(
         model,
         samples,
@@ -508,8 +561,23 @@ def to_inference_data(
         num_prior_draws=num_prior_draws,
         seed=seed,
         max_images_per_pass=max_images_per_pass,
-        attrs={"model": type(model).__name__, "seed": seed, **(attrs or {})},
+        attrs={"model": type(model).__name__, "seed": seed, "views": description, **(attrs or {})},
     )
+
+
+def views_description(augmenter: Any, num_views: int, views_seed: int, *, ready: bool = False) -> str:
+    """How the scored views were made: the augmenter, J and ``views_seed`` (compared across models)."""
+    if ready:
+        return f"ready views, J={num_views}"
+    if augmenter is None:
+        return f"identical copies, J={num_views}"
+    transform = getattr(augmenter, "transform", None)
+    name = (
+        repr(transform)
+        if transform is not None
+        else getattr(augmenter, "__qualname__", type(augmenter).__name__)
+    )
+    return f"augmenter={name}, J={num_views}, views_seed={views_seed}"
 
 
 def images_to_views(
@@ -594,5 +662,6 @@ __all__ = [
     "prior_draws",
     "read_netcdf",
     "to_inference_data",
+    "views_description",
     "write_netcdf",
 ]

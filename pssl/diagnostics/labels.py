@@ -109,7 +109,8 @@ def objective_label(model: SSLModel, views: torch.Tensor) -> dict[str, Any]:
             "is_bound": False,
             "unit": unit,
             "note": f"sites {scaled} are rescaled (likelihood tempering or beta): not a bound on log p(x); "
-            "pssl diagnose gives importance-sampled log p(x) of the untempered model",
+            "pssl diagnose scores a tempered Gaussian as its proper density and refuses other tempered "
+            "likelihoods (--tempering untempered scores the untempered model)",
         }
     return {
         "name": "elbo",
@@ -148,4 +149,52 @@ def _is_one(scale: Any) -> bool:
     return float(scale) == 1.0
 
 
-__all__ = ["objective_label", "observed_values_per_item"]
+def name_training_objective(
+    label: dict[str, Any], objective: str, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``label`` (:func:`objective_label`) renamed for the Pyro objective the run was trained with.
+
+    :func:`objective_label` reads the model and guide only; an ``elbo`` label is renamed when
+    the estimator of the summed objective is another one:
+
+    * ``iwae`` (Renyi with alpha = 0, K particles): ``iwae``, a lower bound on log p(x) at
+      least as tight as the ELBO (Burda et al. 2016);
+    * ``renyi`` with ``alpha``: ``renyi(alpha=A)``. Its K-sample estimate is a lower bound
+      on log p(x) in expectation for 0 <= alpha < 1 (Li and Turner 2016); for alpha > 1 the
+      Renyi bound lies below the ELBO but its K-sample estimate is not guaranteed to be a
+      bound, and for alpha < 0 it lies above log p(x): ``is_bound`` is false for both.
+
+    Other objectives (``trace``, ``tracegraph``, ``tracemeanfield``, ``traceenum``) estimate
+    the ELBO itself and keep the label. A label that is not ``elbo`` (discriminative,
+    tempered, plug-in, improper) is returned unchanged.
+    """
+    if label.get("name") != "elbo":
+        return label
+    options = dict(options or {})
+    particles = int(options.get("num_particles", 8))
+    if objective == "iwae":
+        return {
+            **label,
+            "name": "iwae",
+            "is_bound": True,
+            "note": f"importance-weighted bound with K={particles} particles (Renyi alpha = 0): a lower "
+            "bound on log p(x) of an item's views, at least as tight as the ELBO",
+        }
+    if objective == "renyi":
+        alpha = float(options.get("alpha", 0.0))
+        bound = 0.0 <= alpha < 1.0
+        return {
+            **label,
+            "name": f"renyi(alpha={alpha:g})",
+            "is_bound": bound,
+            "note": f"Renyi bound with alpha={alpha:g}, K={particles} particles: "
+            + (
+                "a lower bound on log p(x) in expectation"
+                if bound
+                else "its K-sample estimate is not a bound on log p(x)"
+            ),
+        }
+    return label
+
+
+__all__ = ["name_training_objective", "objective_label", "observed_values_per_item"]

@@ -79,7 +79,10 @@ def plot_prior_predictive(idata: Any, path: str | Path, *, count: int = 10) -> P
 
     from pssl.plots import image_grid
 
-    x = torch.from_numpy(np.asarray(idata.prior_predictive["x"].values[0][:count]))
+    x = np.asarray(idata.prior_predictive["x"].values[0])
+    if "item" in idata.prior_predictive["x"].dims:  # (draw, item, ...): the first draw's imagined items
+        x = x[0]
+    x = torch.from_numpy(x[:count])
     if x.dim() == 5:  # (draw, view, C, H, W): one row per view
         rows = [x[:, j] for j in range(x.shape[1])]
         titles = [f"view {j}" for j in range(x.shape[1])]

@@ -52,14 +52,18 @@ DEFAULT_NUM_SAMPLES = 100
 """K guide draws per item: PSIS's reliability threshold is then min(1 - 1/log10(100), 0.7) = 0.5,
 and its tail fit uses min(K/5, 3 sqrt(K)) = 20 draws."""
 
+ESTIMATORS = ("is", "ais")
+"""``is``: importance sampling only; ``ais``: annealed importance sampling next to it."""
+
 DEFAULT_MAX_ITEMS = 256
 """Held-out items diagnosed (the first ones of the test split)."""
 
 CONVENTIONS = {
     "log_px": (
-        "IWAE estimate logsumexp_k log w_k - log K with K guide draws per item, log w = log p(x, z[, y]) - "
-        "log q(z[, y] | x) over the item's J views (nats per item); unscaled log-densities: the likelihood's "
-        "tempering scale, beta and the minibatch factor are training devices and are not applied"
+        "IWAE estimate logsumexp_k log w_k - log K with K proposal draws per item, log w = "
+        "log p(x, latents) - log q(latents | x) over the item's J views (nats per item), enumerated "
+        "sites summed exactly; beta and the minibatch factor are training devices and are not applied; "
+        "the likelihood's tempering: see 'tempering'"
     ),
     "bits_per_dim": (
         "-log p(x) / (D ln 2) with D the observed values per item counted from the x site (J C H W for J "
@@ -79,7 +83,24 @@ CONVENTIONS = {
         "and p(z|y) are Gaussian, or otherwise p(z | y) at the guide's y (Monte Carlo)"
     ),
     "active_units": "dimensions with Cov_x(E_q[z]) > 0.01 over items and views (Burda et al. 2016)",
-    "views": "J views of each held-out image drawn by the run's augmentation preset with a fixed seed",
+    "views": (
+        "J views of each held-out image drawn by the run's augmentation preset with views_seed (default 0 "
+        "for every run, whatever its training seed), so runs are scored on the same views"
+    ),
+    "proposal": (
+        "hierarchical (default): y from its posterior given all J views' encoder messages (encoder Gaussian "
+        "over the marginal prior of z) and p(y), then each z_j from p(z_j | y) times its message; enumerated "
+        "sites summed exactly; independent of the training y-guide. guide: the training guide"
+    ),
+    "tempering": (
+        "a likelihood scale c != 1 on a Gaussian (Laplace) is the proper density with variance std^2 / c "
+        "(scale b / c) and is scored as such; a tempered Bernoulli or other pmf has no log p(x) and is "
+        "refused unless tempering=untempered, which scores the untempered model (labelled)"
+    ),
+    "ais": (
+        "annealed importance sampling from the hierarchical proposal with HMC transitions (Wu et al. 2017), "
+        "C chains per item, T steps, sigmoidal schedule; a reference for the IS estimate"
+    ),
     "held_out_elpd": ESTIMATOR + "; pssl.diagnostics.held_out_elpd(idata) gives it as an ArviZ ELPDData",
     "posterior_group": (
         "diagnostics.nc's posterior holds importance-resampled guide draws (PSIS-smoothed weights); the raw "
@@ -113,7 +134,17 @@ def evidence_reading(evidence: dict[str, Any]) -> str:
         if evidence["dequantised"]
         else ""
     )
-    caveat = f" ({evidence['note']})" if evidence.get("note") else ""
+    notes = [evidence["note"]] if evidence.get("note") else []
+    if evidence.get("improper_sites"):
+        notes.append(
+            f"improper prior at sites {evidence['improper_sites']}: p(x) is not normalised, the value is "
+            "defined only up to a constant and is not comparable across models"
+        )
+    if evidence.get("tempering") == "untempered":
+        notes.append("of the untempered model: the run was trained with a tempered likelihood")
+    elif evidence.get("tempering") == "proper":
+        notes.append("the tempered Gaussian/Laplace likelihood scored as the proper density it is")
+    caveat = f" ({'; '.join(notes)})" if notes else ""
     return (
         f"log p(x) ~ {evidence['log_px_iwae_nats']:.5g} nats per item "
         f"({evidence['bits_per_dim']:.4g} {unit}) from {evidence['num_samples']} importance samples; "
@@ -196,6 +227,13 @@ def diagnose(
     name: str | None = None,
     max_images_per_pass: int = 4096,
     extra: dict[str, Any] | None = None,
+    views_seed: int = 0,
+    proposal: str = "hierarchical",
+    tempering: str = "auto",
+    estimator: str = "is",
+    ais_options: dict[str, Any] | None = None,
+    guide: Any = None,
+    proposal_scale: float | None = None,
 ) -> dict[str, Any]:
     """Every diagnostic of a trained method on held-out images.
 
@@ -206,16 +244,28 @@ def diagnose(
         augmenter: the view augmenter (``augmenter(images, J, generator) -> (N, J, C, H, W)``).
         num_views: J views per item (the structure metrics use ``max(J, 2)``).
         num_samples: K guide draws per item.
-        seed: seeds the views and the draws.
+        seed: seeds the draws.
         eight_bit: the images are 8-bit values (default: ``images.dtype == uint8``).
         out_dir: write the files of the module docstring there.
         name: the method's name in titles and outputs.
         max_images_per_pass: memory bound of the importance-sampling passes.
         extra: plain facts recorded at the top of the output (run directory, split, ...).
+        views_seed: seeds the views (default 0 for every run: runs are scored on the same views).
+        proposal: ``"hierarchical"`` or ``"guide"`` (see :func:`~pssl.diagnostics.importance_sample`).
+        tempering: ``"auto"`` or ``"untempered"``; a tempering without a proper density is
+            reported (``log_evidence.refused``) instead of estimated under ``"auto"``.
+        estimator: ``"is"`` (importance sampling) or ``"ais"`` (also annealed importance
+            sampling, reported next to it in the ``ais`` section).
+        ais_options: ``num_chains``, ``num_steps``, ``leapfrog_steps``, ``step_size`` of
+            :func:`~pssl.diagnostics.ais.ais_log_evidence`.
+        guide: a guide for global latents (see :func:`~pssl.diagnostics.importance_sample`).
+        proposal_scale: std factor of the hierarchical proposal's messages.
 
     Returns:
         The dict written to ``diagnostics.json``.
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; accepted: {', '.join(ESTIMATORS)}")
     if images.dim() != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
     if images.shape[0] < 2:
@@ -229,6 +279,7 @@ def diagnose(
         "num_items": int(floats.shape[0]),
         "num_views": int(num_views),
         "seed": int(seed),
+        "views_seed": int(views_seed),
         **(extra or {}),
     }
     readings: dict[str, str] = {}
@@ -238,19 +289,35 @@ def diagnose(
         out_path.mkdir(parents=True, exist_ok=True)
 
     if model.generative:
-        views = augmenter(floats, num_views, torch.Generator().manual_seed(seed))
-        sections, section_readings, idata, khat = generative_diagnostics(
-            model,
-            views,
-            num_samples=num_samples,
-            seed=seed,
-            eight_bit=eight_bit,
-            max_images_per_pass=max_images_per_pass,
-            name=name,
-        )
+        from pssl.diagnostics.inference_data import views_description
+        from pssl.diagnostics.proposal import TemperingError
+
+        views = augmenter(floats, num_views, torch.Generator().manual_seed(views_seed))
+        out["views"] = views_description(augmenter, num_views, views_seed)
+        try:
+            sections, section_readings, idata, khat = generative_diagnostics(
+                model,
+                views,
+                num_samples=num_samples,
+                seed=seed,
+                eight_bit=eight_bit,
+                max_images_per_pass=max_images_per_pass,
+                name=name,
+                proposal=proposal,
+                tempering=tempering,
+                estimator=estimator,
+                ais_options=ais_options,
+                guide=guide,
+                views_label=out["views"],
+                proposal_scale=proposal_scale,
+            )
+        except TemperingError as err:
+            sections = {"log_evidence": {"refused": str(err)}}
+            section_readings = {"log_evidence": f"no log p(x): {err}"}
+            idata = None
         out.update(sections)
         readings.update(section_readings)
-        if out_path is not None:
+        if out_path is not None and idata is not None:
             files.update(
                 _write_generative_files(
                     model, idata, khat, sections["importance"], sections["collapse"], out_path, name, seed
@@ -288,6 +355,13 @@ def generative_diagnostics(
     eight_bit: bool,
     max_images_per_pass: int = 4096,
     name: str = "model",
+    proposal: str = "hierarchical",
+    tempering: str = "auto",
+    estimator: str = "is",
+    ais_options: dict[str, Any] | None = None,
+    guide: Any = None,
+    views_label: str = "",
+    proposal_scale: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, str], Any, np.ndarray]:
     """Importance sampling, k-hat, collapse and predictive checks on ``(N, J, C, H, W)`` views.
 
@@ -297,7 +371,15 @@ def generative_diagnostics(
         readings, the ArviZ ``InferenceData`` and the per-item k-hat.
     """
     samples = importance_sample(
-        model, views, num_samples=num_samples, seed=seed, max_images_per_pass=max_images_per_pass
+        model,
+        views,
+        num_samples=num_samples,
+        seed=seed,
+        max_images_per_pass=max_images_per_pass,
+        proposal=proposal,
+        tempering=tempering,
+        guide=guide,
+        proposal_scale=proposal_scale,
     )
     evidence = evidence_summary(samples, eight_bit=eight_bit, likelihood=getattr(model, "likelihood", None))
     if evidence["binary_likelihood"] and not bool(((views == 0) | (views == 1)).all()):
@@ -311,7 +393,7 @@ def generative_diagnostics(
             samples,
             seed=seed,
             max_images_per_pass=max_images_per_pass,
-            attrs={"model": name, "seed": seed},
+            attrs={"model": name, "seed": seed, "views": views_label},
         )
         predictive = predictive_summary(
             {k: torch.from_numpy(idata.observed_data[k].values) for k in STATISTICS},
@@ -338,6 +420,21 @@ def generative_diagnostics(
             "items_above_khat_threshold": int(np.sum(np.asarray(elpd["pareto_k"]) > elpd["good_k"])),
             "estimator": elpd["estimator"],
         }
+    if estimator == "ais":
+        from pssl.diagnostics.ais import ais_log_evidence, ais_summary
+        from pssl.diagnostics.importance import per_item_evidence
+
+        ais = ais_log_evidence(
+            model,
+            views,
+            seed=seed,
+            guide=guide,
+            tempering=tempering,
+            max_images_per_pass=max_images_per_pass,
+            proposal_scale=proposal_scale,
+            **(ais_options or {}),
+        )
+        sections["ais"] = ais_summary(ais, per_item_evidence(samples.log_weights)[0])
     readings = {
         "log_evidence": evidence_reading(evidence),
         "khat": khat_reading(pareto)
@@ -353,6 +450,15 @@ def generative_diagnostics(
             f"{held['num_items']} items "
             f"(importance-sampled log p(x_i), K={held['num_samples']}); compare models with "
             "az.compare({name: pssl.diagnostics.held_out_elpd(read_netcdf(path))}); az.loo does not apply"
+        )
+    if "ais" in sections:
+        ais = sections["ais"]
+        readings["ais"] = (
+            f"AIS log p(x) ~ {ais['log_px_ais_nats']:.5g} nats per item ({ais['num_chains']} chains, "
+            f"{ais['num_steps']} steps, acceptance {ais['acceptance_mean']:.2f}); IS - AIS: mean "
+            f"{ais['is_minus_ais_mean_nats']:.3g}, median |.| {ais['is_minus_ais_abs_median_nats']:.3g}, "
+            f"max |.| {ais['is_minus_ais_abs_max_nats']:.3g} nats; {ais['share_within_1_nat']:.0%} of items "
+            "within 1 nat"
         )
     return sections, readings, idata, khat
 
@@ -410,7 +516,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"- **{key}**: {line}" for key, line in result["readings"].items()]
     lines += ["", "## Key figures", "", "| quantity | value |", "| --- | --- |"]
     rows: list[tuple[str, Any]] = []
-    if "log_evidence" in result:
+    if "importance" in result:
         ev, pa, co = result["log_evidence"], result["importance"], result["collapse"]
         rows += [
             ("log p(x), IWAE (nats per item)", ev["log_px_iwae_nats"]),
@@ -451,6 +557,7 @@ def diagnose_run(
     checkpoint: str | Path | None = None,
     allow_download: bool = False,
     data_root: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Diagnose a run directory (``pssl diagnose RUN_DIR``) and write the files into it.
 
@@ -464,8 +571,10 @@ def diagnose_run(
         max_items: diagnose the first ``max_items`` items of the test split (the
             validation split if there is no test split).
         device: where the model runs.
-        seed: seeds the views and draws (default: the run's seed).
+        seed: seeds the draws (default: the run's seed).
         checkpoint, allow_download, data_root: see :func:`pssl.inference.runs.load_run`.
+        options: ``views_seed`` (default 0: every run on the same views), ``proposal``,
+            ``tempering``, ``estimator``, ``ais_options`` of :func:`diagnose`.
 
     Returns:
         The dict written to ``RUN_DIR/diagnostics.json``.
@@ -482,6 +591,7 @@ def diagnose_run(
             checkpoint=checkpoint,
             allow_download=allow_download,
             data_root=data_root,
+            **options,
         )
 
 
@@ -495,6 +605,7 @@ def _diagnose_claimed_run(
     checkpoint: str | Path | None,
     allow_download: bool,
     data_root: str | None,
+    **options: Any,
 ) -> dict[str, Any]:
     from pssl.augment import build_augmenter
     from pssl.inference.runs import load_run
@@ -526,6 +637,7 @@ def _diagnose_claimed_run(
             "step": result.global_step,
             "finished": result.finished,
         },
+        **options,
     )
 
 
