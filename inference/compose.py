@@ -231,7 +231,9 @@ def compose(
     dist.check_batch(batch_items)
     if dist.enabled and sync_batchnorm and count_batchnorm(method):
         method = convert_batchnorm(method, device)
-    augmenter = build_augmenter(config.augment.name, data.train.image_shape, config.augment.options)
+    augmenter = build_augmenter(
+        config.augment.name, data.train.image_shape, config.augment.options, data=data
+    )
     loss = Objective(method, elbo, guide=guide)
     dtype = floating_dtype(method)
     probe = probe_batch(

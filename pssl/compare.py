@@ -580,7 +580,9 @@ def structure_of_run(
 
     result = load_run(run_dir, checkpoint=checkpoint)
     augment = result.config.augment
-    augmenter = build_augmenter(augment.name, result.data.train.image_shape, augment.options)
+    augmenter = build_augmenter(
+        augment.name, result.data.train.image_shape, augment.options, data=result.data
+    )
     test = result.data.test if len(result.data.test) else result.data.val
     images = test.images[: min(len(test), max_items)]
     generator = torch.Generator().manual_seed(result.config.seed + 777)

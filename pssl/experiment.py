@@ -99,7 +99,9 @@ def finish_run(
     augmenter = None
     if augmentation_style:
         augment = result.config.augment
-        augmenter = build_augmenter(augment.name, result.data.train.image_shape, augment.options)
+        augmenter = build_augmenter(
+            augment.name, result.data.train.image_shape, augment.options, data=result.data
+        )
     metrics = evaluate(
         model, result.data, seed=result.config.seed, device=device, probes=probes, augmenter=augmenter
     )
