@@ -188,7 +188,7 @@ CPU = Budget(
         DataSetting("mnist", ("data.limit=4000",)),
         DataSetting("fashionmnist", ("data.limit=4000",)),
     ),
-    styled_data=DataSetting("styled-mnist", ("data.limit=3000",)),
+    styled_data=DataSetting("styled-mnist", ("data.limit=2500",)),
     structure_data=("mnist", "fashionmnist"),
     complex_data=None,
     methods=("simvae", "vae", "simclr", "vicreg"),
