@@ -176,6 +176,7 @@ def compare_plan(
         *[t for t in data.tokens if not t.startswith("recipe=")],
         f"epochs={budget.epochs}",
         f"device={budget.device}",
+        f"model={method}",  # before the knob, so model.OPTION lands on this method
         *point.tokens(),
     ]
     config = config_from_tokens(tokens)
