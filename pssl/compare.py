@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from pssl.config import Config, ConfigError, apply_overrides
+from pssl.config import OPTIONAL_COMPONENT_KEYS, Config, ConfigError, apply_overrides
 from pssl.inference.checkpoint import list_checkpoints
 from pssl.rundir import (
     LOCK_NAME,
@@ -197,7 +197,14 @@ def _same_config(run_dir: Path, config: Config) -> bool:
         saved, _ = read_run_config(run_dir)
     except (OSError, ValueError):
         return False
-    return not config_differences(saved, config.to_dict(), ignore=("resume", "progress", "device", "out"))
+    wanted = config.to_dict()
+    for key in OPTIONAL_COMPONENT_KEYS:
+        # a component left to the data with options only (likelihood.scale=2) is recorded under the
+        # name the data chose; the data, and so its choice, is part of the identity already
+        mine, theirs = wanted.get(key), saved.get(key)
+        if isinstance(mine, dict) and mine.get("name") is None and isinstance(theirs, dict):
+            wanted[key] = {**mine, "name": theirs.get("name")}
+    return not config_differences(saved, wanted, ignore=("resume", "progress", "device", "out"))
 
 
 def _owned_by_compare(entry: Path) -> bool:
