@@ -73,6 +73,8 @@ class Budget:
         epochs: training epochs of every run.
         checkpoints_per_run: evenly spaced checkpoints kept per run (the last is the
             end of training); earlier ones show how a difference moves with budget.
+        curve_fractions: the shares of the epochs at which rows that do not hold are
+            read again (each must be a kept checkpoint's share).
         device: where runs train.
     """
 
@@ -90,6 +92,7 @@ class Budget:
     epochs: int
     selection_seed: int = 0
     checkpoints_per_run: int = 4
+    curve_fractions: tuple[float, ...] = (0.25, 0.5)
     device: str = "cpu"
 
     def data_sets(self) -> tuple[DataSetting, ...]:
@@ -180,6 +183,7 @@ SMOKE = Budget(
     seeds=(0, 1),
     epochs=2,
     checkpoints_per_run=2,
+    curve_fractions=(0.5,),
 )
 
 CPU = Budget(

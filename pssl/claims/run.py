@@ -393,7 +393,10 @@ def budget_curve(
         if point is None:
             return []
         run_dir = run_dir_of(plan, comparison.data, side.method, point, plan.budget.selection_seed)
-        fractions.update(round(f, 6) for f, _ in checkpoint_fractions(run_dir))
+        kept = {round(f, 6) for f, _ in checkpoint_fractions(run_dir)}
+        fractions.update(
+            f for f in kept if f >= 1 or any(abs(f - c) < 0.02 for c in plan.budget.curve_fractions)
+        )
     curve = []
     for fraction in sorted(fractions):
         row = claim_row(plan, reader, selected, comparison, None if fraction >= 1 else fraction)
