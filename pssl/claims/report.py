@@ -232,7 +232,7 @@ def budget_figure(curves: dict[str, list[dict[str, Any]]], path: Path) -> Path |
     ax.set_xlabel("epochs trained", fontsize=8)
     ax.set_ylabel("paired difference (positive supports)", fontsize=8)
     ax.legend(fontsize=5)
-    ax.set_title("claims that do not hold (or are inconclusive): difference vs budget", fontsize=8)
+    ax.set_title("rows that do not hold: paired difference vs epochs trained", fontsize=8)
     fig.tight_layout()
     try:
         save_figure(fig, path, dpi=110)
@@ -386,8 +386,8 @@ def write_report(
     if curves:
         lines += ["", "## Budget: how the difference moves with training", ""]
         lines += [
-            "Rows that do not hold or are inconclusive, read again at the checkpoints each run kept "
-            "(same runs, earlier weights).",
+            "Rows that do not hold, read again at earlier checkpoints of the same runs (same seeds, "
+            "earlier weights; the last entry is the table's row).",
             "",
             "| comparison | epochs trained: paired difference [95% interval] |",
             "|---|---|",

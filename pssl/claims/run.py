@@ -15,8 +15,8 @@ Order of work, per data set and method:
 2. the selected point at every test seed (the selection seed's run is reused);
 3. the claims table (:mod:`pssl.claims.comparisons`, :mod:`pssl.claims.verdicts`)
    from the test runs; for every row that does not hold, the same difference at
-   the earlier checkpoints kept by each run (1/4, 1/2, 3/4 of the epochs at the
-   cpu budget), so a reader sees whether budget or method decides;
+   earlier checkpoints of the same runs (:attr:`pssl.claims.budgets.Budget.curve_fractions`:
+   1/4 and 1/2 of the epochs), so a reader sees whether budget or method decides;
 4. the report (:mod:`pssl.claims.report`).
 """
 
@@ -50,7 +50,7 @@ from pssl.claims.measures import (
     plateau_epoch,
     validation_curve,
 )
-from pssl.claims.verdicts import HOLDS, NOT_RUN, mean_interval, paired_difference, verdict
+from pssl.claims.verdicts import DOES_NOT_HOLD, NOT_RUN, mean_interval, paired_difference, verdict
 from pssl.compare import ComparePlan, check_plan, one_line_error, resolve_out, run_pair
 from pssl.config import Config, ConfigError
 
@@ -487,7 +487,7 @@ def _run_claimed(plan: ClaimsPlan) -> dict[str, Any]:
     for comparison in comparisons(plan.budget):
         row = claim_row(plan, reader, selected, comparison)
         rows.append(row)
-        if row["verdict"] not in (HOLDS, NOT_RUN) and row["n"] > 0:
+        if row["verdict"] == DOES_NOT_HOLD:  # budget or method? the same runs at earlier checkpoints
             key = f"{row['claim']} {row['data']} {row['method']} vs {row['comparator']}"
             curves[key] = budget_curve(plan, reader, selected, comparison)
     meta = {
