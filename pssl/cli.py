@@ -255,11 +255,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(overrides: list[str]) -> int:
-    from pssl.demo import run_demo
+    from pssl.demo import demo_claims, run_demo
 
     results = run_demo(overrides)
     for data, result in results.items():
         print(f"{data}:\n{result['table']}\nreport: {result['report']}\n")
+    table, caveat = demo_claims(results)
+    print(f"claims at the demo's budget:\n{table}\n{caveat}")
     return 0
 
 

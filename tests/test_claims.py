@@ -218,3 +218,45 @@ def test_smoke_end_to_end_from_the_cli_then_reused(tmp_path: Path, capsys) -> No
     assert second["actions"] == {"reused": 9}
     assert _checkpoint_times(out) == before  # nothing trained again
     assert [r["verdict"] for r in second["rows"]] == [r["verdict"] for r in first["rows"]]
+
+
+# --------------------------------------------------------------------------- the demo's claims
+
+
+def test_demo_claims_from_compare_rows() -> None:
+    from pssl.claims.compare_rows import claims_from_rows
+
+    def rows(values: dict[str, tuple[float, ...]], column: str) -> list[dict]:
+        return [
+            {"model": m, "seed": s, column: v} for m, seeds in values.items() for s, v in enumerate(seeds)
+        ]
+
+    content = rows(
+        {"simvae": (0.9, 0.91), "vae": (0.8, 0.82), "simclr": (0.95, 0.97)}, "content.linear.accuracy"
+    )
+    styled = rows({"simvae": (0.6, 0.5), "vae": (0.5, 0.5), "simclr": (0.55, 0.55)}, "style.mean_linear")
+    found = {
+        (r["claim"], r["comparator"]): r for r in claims_from_rows(content, "digits", styled, "styled-digits")
+    }
+    assert set(found) == {("C1", "vae"), ("C2", "simclr"), ("C3", "simclr")}
+    assert found[("C1", "vae")]["difference_mean"] == pytest.approx(0.095)
+    assert found[("C3", "simclr")]["verdict"] == verdicts.INCONCLUSIVE
+    one_seed = [r for r in content if r["seed"] == 0]
+    assert {r["verdict"] for r in claims_from_rows(one_seed, "digits", [], "styled-digits")} == {
+        verdicts.INCONCLUSIVE
+    }
+
+
+@pytest.mark.slow
+def test_demo_prints_its_claims_with_a_caveat(tmp_path: Path, capsys) -> None:
+    from pssl.cli import main
+
+    tokens = ["demo", f"out={tmp_path}", "models=simvae,vae,simclr", "epochs=2", "data.limit=300"]
+    assert main(tokens) == 0
+    printed = capsys.readouterr().out
+    assert "claims at the demo's budget:" in printed
+    assert "| C1 | digits | content |" in printed and "| C3 | styled-digits | style |" in printed
+    assert (
+        "caveat: demo budget (20 epochs unless overridden, seeds 0, no grid; one seed has no interval"
+        in printed
+    )
