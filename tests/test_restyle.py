@@ -125,9 +125,9 @@ def test_restyle_draws_on_the_generators_device_and_is_seeded(styled) -> None:
 
 def test_bad_restyle_options_and_inputs_are_refused(styled) -> None:
     shape = styled.image_shape
-    with pytest.raises(ValueError, match="restyle factors must be .*pos_x.*got \\['pos_x', 'hue'\\]"):
+    with pytest.raises(ValueError, match=r"\(augment.factors\) must be .*pos_x.*got \['pos_x', 'hue'\]"):
         build_augmenter("restyle", shape, {"factors": "pos_x,hue"}, data=styled)
-    with pytest.raises(ValueError, match="restyle factors must be distinct"):
+    with pytest.raises(ValueError, match="must be distinct names"):
         build_augmenter("restyle", shape, {"factors": "scale,scale"}, data=styled)
     with pytest.raises(ValueError, match="has no option 'canvas'"):
         build_augmenter("restyle", shape, {"canvas": 20}, data=styled)
