@@ -856,7 +856,8 @@ class Restyle(Augmentation):
         unknown = [f for f in chosen if f not in accepted]
         if unknown or not chosen or len(set(chosen)) != len(chosen):
             raise ValueError(
-                f"restyle factors must be distinct names among {', '.join(accepted)}, got {list(chosen)!r}"
+                f"restyle factors (augment.factors) must be distinct names among {', '.join(accepted)}, "
+                f"got {list(chosen)!r}"
             )
         self.source = source
         self.factors = chosen

@@ -125,9 +125,9 @@ def test_restyle_draws_on_the_generators_device_and_is_seeded(styled) -> None:
 
 def test_bad_restyle_options_and_inputs_are_refused(styled) -> None:
     shape = styled.image_shape
-    with pytest.raises(ValueError, match="restyle factors must be .*pos_x.*got \\['pos_x', 'hue'\\]"):
+    with pytest.raises(ValueError, match=r"\(augment.factors\) must be .*pos_x.*got \['pos_x', 'hue'\]"):
         build_augmenter("restyle", shape, {"factors": "pos_x,hue"}, data=styled)
-    with pytest.raises(ValueError, match="restyle factors must be distinct"):
+    with pytest.raises(ValueError, match="must be distinct names"):
         build_augmenter("restyle", shape, {"factors": "scale,scale"}, data=styled)
     with pytest.raises(ValueError, match="has no option 'canvas'"):
         build_augmenter("restyle", shape, {"canvas": 20}, data=styled)
@@ -169,3 +169,22 @@ def test_source_finds_items_whose_fingerprints_collide() -> None:
     images = splits.test.float_images()
     index = source.find(images)
     assert torch.equal(source.images[index], splits.test.images)
+
+
+class _Pixels(torch.nn.Module):
+    """The identity representation: a view's pixels, flattened."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)
+
+
+def test_style_probes_read_the_restyled_views_parameters(styled) -> None:
+    """The drawn factors are the targets of the augmentation-style probes; pixels show the colours."""
+    from pssl.evaluation.runner import evaluate_augmentation_style
+
+    result = evaluate_augmentation_style(
+        _Pixels(), styled, default_augmenter(styled), num_views=2, seed=0, max_items=120
+    )
+    assert sorted(result["factors"]) == sorted(STYLE_FACTORS)
+    assert result["factors"]["bg_color"]["kind"] == "discrete"
+    assert result["factors"]["bg_color"]["linear"] > 0.95  # the background is most of the pixels
