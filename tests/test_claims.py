@@ -260,3 +260,18 @@ def test_demo_prints_its_claims_with_a_caveat(tmp_path: Path, capsys) -> None:
         "caveat: demo budget (20 epochs unless overridden, seeds 0, no grid; one seed has no interval"
         in printed
     )
+
+
+def test_readme_results_command_plans_the_cpu_budget(tmp_path: Path) -> None:
+    """The README's Results command, checked and listed without training (dry run, another out=)."""
+    from pssl.cli import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    results = readme[readme.index("## Results") : readme.index("## Python")]
+    block = results.split("```bash\n", 1)[1].split("```", 1)[0].strip()
+    tokens = block.split()
+    assert tokens[1:4] == ["pssl", "claims", "budget=cpu"], block
+    args = [t for t in tokens[2:] if not t.startswith("out=")] + [f"out={tmp_path / 'cpu'}", "dry_run=true"]
+    assert main(args) == 0
+    plan = json.loads((tmp_path / "cpu" / "plan.json").read_text())
+    assert len(plan["runs"]) == 3 * 4 * 5  # data sets x methods x (3 grid points + 2 more seeds)
