@@ -260,7 +260,9 @@ def compose(
         method = convert_batchnorm(method, device)
     if config.precision != "fp32":
         enable_network_precision(method)  # inert until Trainer.step's network_compute block
-    augmenter = build_augmenter(config.augment.name, data.train.image_shape, config.augment.options)
+    augmenter = build_augmenter(
+        config.augment.name, data.train.image_shape, config.augment.options, data=data
+    )
     check_modalities(method, data, augmenter, config)
     loss = Objective(method, elbo, guide=guide)
     dtype = floating_dtype(method)

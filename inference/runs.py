@@ -196,7 +196,7 @@ def load_run(
         model = build_from_config(config, data.train.image_shape)
     augment = config.augment
     if augment is not None and augment.name is not None:  # evaluate on images like the training views
-        augmenter = build_augmenter(augment.name, data.train.image_shape, augment.options)
+        augmenter = build_augmenter(augment.name, data.train.image_shape, augment.options, data=data)
         data = evaluation_splits(data, augmenter)
     load_module_state(
         model, state["model"], source=f"checkpoint {chosen}", what=f"model {config.model.name!r}"

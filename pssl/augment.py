@@ -32,14 +32,21 @@ pixels (``affine_grid``/``grid_sample`` with ``align_corners=False``).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pssl.datasets.core import DataSplits
+from pssl.datasets.styled import STYLE_FACTORS
 from pssl.registry import Registry
+
+if TYPE_CHECKING:
+    from pssl.datasets.styled import StyleSource
 
 __all__ = [
     "AUGMENTATIONS",
@@ -55,6 +62,7 @@ __all__ = [
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "RandomVerticalFlip",
+    "Restyle",
     "Threshold",
     "ViewAugmenter",
     "build_augmenter",
@@ -808,6 +816,86 @@ class Compose(Augmentation):
         return f"Compose([{inner}])"
 
 
+# -------------------------------------------------------------------------- re-rendered
+
+RESTYLE_FACTORS = tuple(STYLE_FACTORS)
+"""The style factors of :mod:`pssl.datasets.styled`, which :class:`Restyle` re-draws by default."""
+
+
+class Restyle(Augmentation):
+    """Re-render each image's item with a freshly drawn style (procedurally styled data).
+
+    For data generated as ``x = render(g, s)`` from a content glyph ``g`` and
+    recorded style factors ``s`` (:mod:`pssl.datasets.styled`), a view is
+    ``x' = render(g, s')`` with ``s' ~ p(s)``, the data set's own style distribution:
+    the views of an item share ``g`` (hence the content label) exactly and differ in
+    exactly the style factors. Factors not listed in ``factors`` keep the item's
+    recorded value.
+
+    Params (drawn before the images are seen): one ``(n,)`` tensor per varied factor,
+    named as the data set's factors (``pos_x``, ``pos_y``, ``scale`` ``float32``;
+    ``fg_color``, ``bg_color`` ``int64``): the ground-truth style of every view.
+
+    Args:
+        source: The data set's :class:`~pssl.datasets.styled.StyleSource` (its glyphs,
+            recorded styles and style distribution); ``None`` builds an augmenter that
+            refuses to draw (e.g. to read :meth:`ViewAugmenter.evaluation_transform`
+            without the data).
+        factors: The style factors to re-draw, a non-empty subset of ``source.factors``.
+        name: Prefix of the parameters inside :class:`Compose`.
+
+    Raises:
+        ValueError: for an unknown or repeated factor, or none.
+    """
+
+    name = "restyle"
+
+    def __init__(
+        self, source: StyleSource | None, factors: Sequence[str] | None = None, *, name: str = "restyle"
+    ) -> None:
+        accepted = tuple(source.factors) if source is not None else RESTYLE_FACTORS
+        chosen = tuple(accepted if factors is None else factors)
+        unknown = [f for f in chosen if f not in accepted]
+        if unknown or not chosen or len(set(chosen)) != len(chosen):
+            raise ValueError(
+                f"restyle factors (augment.factors) must be distinct names among {', '.join(accepted)}, "
+                f"got {list(chosen)!r}"
+            )
+        self.source = source
+        self.factors = chosen
+        self.name = name
+
+    def _source(self) -> StyleSource:
+        if self.source is None:
+            raise ValueError(
+                "augment 'restyle' re-renders the items of a styled data set and was built without one; "
+                "build it with build_augmenter('restyle', image_shape, options, data=splits) for "
+                "styled-digits, styled-mnist or styled-fashionmnist splits"
+            )
+        return self.source
+
+    def sample_params(
+        self,
+        n: int,
+        generator: torch.Generator,
+        device: Device = None,
+        *,
+        image_size: tuple[int, int] | None = None,
+    ) -> dict[str, Tensor]:
+        _check_generator(generator)
+        drawn = self._source().sample(n, generator, device)
+        return {k: drawn[k] for k in self.factors}
+
+    def apply(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
+        source = self._source()
+        styles = {k: _param(params, k, "Restyle") for k in self.factors}
+        index = source.find(images)
+        return source.render(index, styles, images.device).to(images.dtype)
+
+    def __repr__(self) -> str:
+        return f"Restyle({self.source!r}, factors={list(self.factors)!r})"
+
+
 # ----------------------------------------------------------------------------- views
 
 
@@ -1096,10 +1184,57 @@ def styled(
     )
 
 
+@AUGMENTATIONS.register(
+    "restyle",
+    help="styled data: each view re-renders the item's glyph with new position, scale and colours",
+)
+def restyle(
+    image_shape: tuple[int, int, int],
+    data: DataSplits | None,
+    *,
+    factors: tuple[str, ...] = RESTYLE_FACTORS,
+) -> ViewAugmenter:
+    """The training views of the styled data sets: style re-drawn, content kept (:class:`Restyle`).
+
+    Every view renders the item's base glyph with ``factors`` drawn afresh from
+    the data set's own style distribution (default: all five recorded factors), so
+    augmentations vary exactly the factors the style probes read.
+
+    Raises:
+        ValueError: when ``data`` is given and is not a styled data set.
+    """
+    source = None
+    if data is not None:
+        source = getattr(data, "style_source", None)
+        if source is None:
+            raise ValueError(
+                f"augment=restyle re-renders items of a styled data set (styled-digits, styled-mnist, "
+                f"styled-fashionmnist); data set {data.name!r} records no glyphs and styles to re-render"
+            )
+        if tuple(image_shape) != (3, source.canvas, source.canvas):
+            raise ValueError(
+                f"augment=restyle: image_shape {tuple(image_shape)} is not the styled data set's "
+                f"(3, {source.canvas}, {source.canvas})"
+            )
+    return ViewAugmenter(Restyle(source, factors))
+
+
 def build_augmenter(
-    preset: str, image_shape: Sequence[int], options: dict[str, object] | None = None
+    preset: str,
+    image_shape: Sequence[int],
+    options: dict[str, object] | None = None,
+    *,
+    data: DataSplits | None = None,
 ) -> ViewAugmenter:
     """Build the registered ``preset`` for images of ``image_shape`` ``(C, H, W)``.
+
+    Args:
+        preset: A name in :data:`AUGMENTATIONS`.
+        image_shape: ``(C, H, W)`` of the images to augment.
+        options: The preset's options (strings are read as the annotated types).
+        data: The run's data. Presets whose factory takes a ``data`` argument (``restyle``,
+            which re-renders a styled data set's items) are built from it; the others
+            ignore it.
 
     Raises:
         ValueError: for an unknown preset or option (naming the accepted ones), or a
@@ -1109,4 +1244,7 @@ def build_augmenter(
     shape = tuple(image_shape)
     if len(shape) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         raise ValueError(f"image_shape must be three positive ints (C, H, W), got {image_shape!r}")
-    return AUGMENTATIONS.build(preset, options, image_shape=shape)
+    framework: dict[str, object] = {"image_shape": shape}
+    if "data" in inspect.signature(AUGMENTATIONS.entry(preset).factory).parameters:
+        framework["data"] = data
+    return AUGMENTATIONS.build(preset, options, **framework)

@@ -126,7 +126,7 @@ def train_supervised(
     train = data.train
     image_shape = tuple(train.image_shape)
     config = baseline_config(config, data)
-    augmenter = build_augmenter(config.augment.name, image_shape, dict(config.augment.options))
+    augmenter = build_augmenter(config.augment.name, image_shape, dict(config.augment.options), data=data)
     num_classes = int(train.num_classes or int(train.labels.max()) + 1)
     head = nn.Linear(config.latent_dim, num_classes)
     model = nn.Sequential(encoder, head)
@@ -246,7 +246,9 @@ def run_baseline(
         representation, training = build_baseline(name, config, data)
         from pssl.datasets.descriptor import evaluation_splits
 
-        views = build_augmenter(config.augment.name, data.train.image_shape, config.augment.options)
+        views = build_augmenter(
+            config.augment.name, data.train.image_shape, config.augment.options, data=data
+        )
         augmenter = views if augmentation_style else None
         data = evaluation_splits(data, views)  # probes read images like the training views (e.g. binarised)
         metrics = evaluate(

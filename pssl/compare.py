@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from pssl.config import Config, ConfigError, apply_overrides
+from pssl.config import OPTIONAL_COMPONENT_KEYS, Config, ConfigError, apply_overrides
 from pssl.inference.checkpoint import list_checkpoints
 from pssl.rundir import (
     claim,
@@ -75,6 +75,8 @@ class ComparePlan:
     base: Config
     out: Path
     probes: tuple[str, ...] = FULL_PROBES
+    augmentation_style: bool = True
+    """Also read each view's augmentation parameters from its representation (costs a second evaluation)."""
 
 
 def parse_compare(tokens: list[str]) -> ComparePlan:
@@ -178,7 +180,9 @@ def check_plan(plan: ComparePlan) -> None:
         }
         for field, registry in registries.items():
             component = getattr(plan.base, field)
-            if component is not None:
+            # a component left to the data (options only, e.g. likelihood.scale=2) is checked
+            # once the data set names it, when the run resolves its configuration
+            if component is not None and component.name is not None:
                 registry.resolve_options(component.name, component.options)
         check_evaluation(plan.probes)
     except ConfigError:
@@ -198,7 +202,14 @@ def _same_config(run_dir: Path, config: Config) -> bool:
         saved, _ = read_run_config(run_dir)
     except (OSError, ValueError):
         return False
-    return not config_differences(saved, config.to_dict(), ignore=("resume", "progress", "device", "out"))
+    wanted = config.to_dict()
+    for key in OPTIONAL_COMPONENT_KEYS:
+        # a component left to the data with options only (likelihood.scale=2) is recorded under the
+        # name the data chose; the data, and so its choice, is part of the identity already
+        mine, theirs = wanted.get(key), saved.get(key)
+        if isinstance(mine, dict) and mine.get("name") is None and isinstance(theirs, dict):
+            wanted[key] = {**mine, "name": theirs.get("name")}
+    return not config_differences(saved, wanted, ignore=("resume", "progress", "device", "out"))
 
 
 def _owned_by_compare(entry: Path) -> bool:
@@ -222,7 +233,7 @@ def run_pair(plan: ComparePlan, model: str, seed: int) -> tuple[dict[str, Any], 
         if metrics.get("training", {}).get("epochs") == config.epochs:
             return metrics, "reused"
     if is_baseline(model):
-        return run_baseline(config, probes=plan.probes, augmentation_style=True), "built"
+        return run_baseline(config, probes=plan.probes, augmentation_style=plan.augmentation_style), "built"
     if list_checkpoints(run_dir):
         if not _same_config(run_dir, config):
             raise ConfigError(
@@ -232,13 +243,17 @@ def run_pair(plan: ComparePlan, model: str, seed: int) -> tuple[dict[str, Any], 
             with claim(run_dir, create=False):
                 result = load_run(run_dir, device=config.device if config.device != "auto" else "cpu")
                 if result.finished and result.config.epochs == config.epochs:
-                    return finish_run(result, probes=plan.probes, augmentation_style=True), "evaluated"
+                    return finish_run(
+                        result, probes=plan.probes, augmentation_style=plan.augmentation_style
+                    ), "evaluated"
         except (ValueError, RuntimeError, OSError) as err:  # e.g. a damaged newest checkpoint: resume decides
             logger.info("%s: not evaluated as it is (%s); resuming it", run_dir, err)
         return run_experiment(
-            dataclasses.replace(config, resume=True), probes=plan.probes, augmentation_style=True
+            dataclasses.replace(config, resume=True),
+            probes=plan.probes,
+            augmentation_style=plan.augmentation_style,
         ), "resumed"
-    return run_experiment(config, probes=plan.probes, augmentation_style=True), "trained"
+    return run_experiment(config, probes=plan.probes, augmentation_style=plan.augmentation_style), "trained"
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -569,16 +584,23 @@ def write_report(
     }
 
 
-def structure_of_run(run_dir: Path, *, max_items: int = 1024) -> dict[str, Any]:
+def structure_of_run(
+    run_dir: Path, *, max_items: int = 1024, checkpoint: str | Path | None = None
+) -> dict[str, Any]:
     """Latent structure (within/between-item variance, alignment, uniformity, effective rank)
-    of a run's representation over J augmented views of its test images."""
+    of a run's representation over J augmented views of its test images.
+
+    ``checkpoint`` reads an earlier checkpoint of the run instead of the newest.
+    """
     from pssl.augment import build_augmenter
     from pssl.diagnostics import representation_structure
     from pssl.inference.runs import load_run
 
-    result = load_run(run_dir)
+    result = load_run(run_dir, checkpoint=checkpoint)
     augment = result.config.augment
-    augmenter = build_augmenter(augment.name, result.data.train.image_shape, augment.options)
+    augmenter = build_augmenter(
+        augment.name, result.data.train.image_shape, augment.options, data=result.data
+    )
     test = result.data.test if len(result.data.test) else result.data.val
     images = test.images[: min(len(test), max_items)]
     generator = torch.Generator().manual_seed(result.config.seed + 777)

@@ -111,7 +111,9 @@ def _finish_run(result: TrainResult, *, probes: tuple[str, ...], augmentation_st
     augmenter = None
     if augmentation_style:
         augment = result.config.augment
-        augmenter = build_augmenter(augment.name, result.data.train.image_shape, augment.options)
+        augmenter = build_augmenter(
+            augment.name, result.data.train.image_shape, augment.options, data=result.data
+        )
     metrics = evaluate(
         model, result.data, seed=result.config.seed, device=device, probes=probes, augmenter=augmenter
     )

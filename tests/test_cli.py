@@ -29,7 +29,7 @@ def test_top_level_help_lists_every_name(capsys) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for command in ("train", "resume", "evaluate", "compare", "diagnose", "demo"):
+    for command in ("train", "resume", "evaluate", "compare", "claims", "diagnose", "demo"):
         assert command in text
     for registry in (MODELS, PRIORS, LIKELIHOODS):
         for name in registry.names():

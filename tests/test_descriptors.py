@@ -36,7 +36,7 @@ EXPECTED_PRESETS = {
     "cifar10": "cifar",
     "celeba": "cifar",
     "shapes": "styled",
-    "styled-mnist": "styled",
+    "styled-mnist": "restyle",
     "paired-mnist": "paired",
     "paired-fashionmnist": "paired",
 }

@@ -378,6 +378,10 @@ class DataSplits:
         name: Registered name of the data set.
         paired: True for multi-modal paired data, whose images hold two
             modalities that :func:`pssl.datasets.split_modalities` separates.
+        style_source: For procedurally styled data, what renders its items again
+            with another style (:class:`pssl.datasets.styled.StyleSource`); the view
+            augmentation that re-draws style (``restyle``) is built from it.
+            ``None`` for other data.
     """
 
     train: TensorData
@@ -385,6 +389,7 @@ class DataSplits:
     test: TensorData
     name: str
     paired: bool = False
+    style_source: Any = None
 
     def __post_init__(self) -> None:
         shapes = {

@@ -618,7 +618,9 @@ def _diagnose_claimed_run(
     if len(split) < 2:
         raise ValueError(f"run {run_dir} has fewer than 2 held-out items (test and validation splits)")
     images = split.images[:max_items]
-    augmenter = build_augmenter(config.augment.name, split.image_shape, config.augment.options)
+    augmenter = build_augmenter(
+        config.augment.name, split.image_shape, config.augment.options, data=result.data
+    )
     return diagnose(
         result.model,
         images,
