@@ -30,6 +30,16 @@ style for every view from the data set's own distribution and re-renders the
 item's glyph with it; the drawn styles are returned as the views' parameters.
 The stored images keep the style recorded with them, so evaluation reads what
 it always read.
+
+Measured (seed 0, one run each, shared 2-core machine): SimCLR on ``styled-digits``
+with the demo's settings (MLP 512-256, 20 epochs) reads content at linear 0.58
+(0.20-0.28 with the earlier crop-and-jitter views; random encoder 0.19, pixels
+0.80), VicREG at 0.81. On ``styled-mnist`` (``limit=10000``, latent 10, batch 64,
+Adam 1e-3) the encoder decides: a ResNet with global average pooling
+(``encoder=resnet encoder.channels=16,32,64 encoder.blocks_per_stage=1``) reaches
+linear 0.79 after 6 epochs and 0.83 after 10 (loss still falling), against 0.19
+for the same encoder untrained; position is discarded (R^2 0.02) and colours near
+chance, while the flattening ``conv`` encoder stays at 0.32-0.52 after 15-25 epochs.
 """
 
 from __future__ import annotations
