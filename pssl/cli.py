@@ -28,12 +28,12 @@ logger = logging.getLogger("pssl")
 TRACEBACK_ENV = "PSSL_TRACEBACK"
 """Set to 1 to see the full traceback behind a one-line error (as ``--traceback`` does)."""
 
-PROBES = ("linear", "mlp", "knn", "cluster")
 
 
 def _registries() -> list[tuple[str, object]]:
     from pssl.augment import AUGMENTATIONS
     from pssl.datasets import DATASETS
+    from pssl.evaluation import PROBES
     from pssl.inference.objectives import OBJECTIVES
     from pssl.models import LIKELIHOODS, MODELS, PRIORS, VIEW_PRIORS
     from pssl.networks import DECODERS, ENCODERS
@@ -48,6 +48,7 @@ def _registries() -> list[tuple[str, object]]:
         ("decoders (decoder=NAME)", DECODERS),
         ("augmentation presets (augment=NAME)", AUGMENTATIONS),
         ("objectives: Pyro ELBOs (objective=NAME, objective.OPTION=VALUE)", OBJECTIVES),
+        ("probes (pssl evaluate --probes NAME,...; pssl compare probes=NAME,...)", PROBES),
     ]
 
 
@@ -125,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument(
-        "--probes", default="linear,mlp,knn,cluster", help="comma-separated: linear, mlp, knn, cluster"
+        "--probes",
+        default=None,
+        help="comma-separated registered content probes (default linear,mlp,knn,cluster; see `pssl list`)",
     )
     _loading_options(evaluate)
     demo = sub.add_parser("demo", parents=[common], help=COMMANDS["demo"])
@@ -228,15 +231,21 @@ def _loading_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_probes(text: str) -> tuple[str, ...]:
-    """``--probes linear,knn`` -> ``("linear", "knn")``; empty or unknown names are refused."""
+def parse_probes(text: str | None) -> tuple[str, ...]:
+    """``--probes linear,knn`` -> ``("linear", "knn")``; ``None``: the default content probes.
+
+    Any probe registered in :data:`pssl.evaluation.PROBES` that classifies or
+    clusters is accepted; empty or unknown names are refused, naming the accepted ones.
+    """
+    from pssl.evaluation import CONTENT_PROBES, check_probes
+
+    if text is None:
+        return CONTENT_PROBES
     probes = tuple(p.strip() for p in text.split(",") if p.strip())
-    if not probes:
-        raise ValueError(f"--probes needs at least one of {', '.join(PROBES)}, got {text!r}")
-    unknown = [p for p in probes if p not in PROBES]
-    if unknown:
-        raise ValueError(f"unknown probe {unknown[0]!r} in --probes; accepted: {', '.join(PROBES)}")
-    return probes
+    try:
+        return check_probes(probes)
+    except ValueError as err:
+        raise ValueError(f"--probes {text!r}: {err}") from None
 
 
 def _config_from(overrides: list[str], base: Config | None = None) -> Config:

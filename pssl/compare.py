@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from pssl.config import OPTIONAL_COMPONENT_KEYS, Config, ConfigError, apply_overrides
+from pssl.evaluation import CONTENT_PROBES, check_probes
 from pssl.inference.checkpoint import list_checkpoints
 from pssl.rundir import (
     claim,
@@ -63,7 +64,6 @@ OUTPUT_NAMES = (
 )
 """The files ``pssl compare`` writes into its folder (besides one run directory per pair)."""
 
-FULL_PROBES = ("linear", "mlp", "knn", "cluster")
 
 
 @dataclasses.dataclass
@@ -74,7 +74,7 @@ class ComparePlan:
     seeds: tuple[int, ...]
     base: Config
     out: Path
-    probes: tuple[str, ...] = FULL_PROBES
+    probes: tuple[str, ...] = CONTENT_PROBES
     augmentation_style: bool = True
     """Also read each view's augmentation parameters from its representation (costs a second evaluation)."""
 
@@ -87,7 +87,7 @@ def parse_compare(tokens: list[str]) -> ComparePlan:
     """
     models: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
-    probes = FULL_PROBES
+    probes = CONTENT_PROBES
     rest: list[str] = []
     out = Path("runs/compare")
     for token in tokens:
@@ -100,12 +100,12 @@ def parse_compare(tokens: list[str]) -> ComparePlan:
             except ValueError:
                 raise ConfigError(f"seeds must be comma-separated integers, got {value!r}") from None
         elif key == "probes":
-            probes = tuple(p.strip() for p in value.split(",") if p.strip())
-            if not probes:
+            try:
+                probes = check_probes(tuple(p.strip() for p in value.split(",") if p.strip()))
+            except ValueError as err:
                 raise ConfigError(
-                    f"probes={value} names no probe; give probes=NAME,NAME,... from "
-                    f"{', '.join(FULL_PROBES)} (or leave probes= off for all of them)"
-                )
+                    f"probes={value}: {err} (or leave probes= off for {','.join(CONTENT_PROBES)})"
+                ) from None
         elif key == "out":
             if not value:
                 raise ConfigError("out= needs a folder")

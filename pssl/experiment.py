@@ -19,6 +19,7 @@ from pssl.collectives import one_process
 from pssl.config import Config
 from pssl.datasets import DataSplits
 from pssl.datasets.core import as_float_images
+from pssl.evaluation import CONTENT_PROBES, check_probes
 from pssl.inference.train import TrainResult, default_run_dir, train
 from pssl.models.base import SSLModel
 from pssl.plots import image_grid, loss_curves
@@ -105,8 +106,7 @@ def _finish_run(result: TrainResult, *, probes: tuple[str, ...], augmentation_st
     model, run_dir = result.model, result.run_dir
     checkpoint = getattr(result, "checkpoint", None)
     finished = getattr(result, "finished", True) and getattr(result, "newest", True)
-    if not probes:
-        raise ValueError("no probes chosen; accepted: linear, mlp, knn, cluster")
+    check_probes(probes)
     device = next(model.parameters()).device
     augmenter = None
     if augmentation_style:
@@ -289,7 +289,7 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     device: str = "cpu",
-    probes: tuple[str, ...] = ("linear", "mlp", "knn", "cluster"),
+    probes: tuple[str, ...] = CONTENT_PROBES,
     checkpoint: str | Path | None = None,
     allow_download: bool = False,
     data_root: str | None = None,
@@ -303,8 +303,7 @@ def evaluate_run(
     from pssl.inference.runs import load_run
     from pssl.rundir import read_run_config
 
-    if not probes:
-        raise ValueError("no probes chosen; accepted: linear, mlp, knn, cluster")
+    check_probes(probes)
     read_run_config(run_dir)  # a folder that is not a run: one line, nothing created
     with claim(run_dir, create=False):
         result = load_run(

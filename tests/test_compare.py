@@ -23,7 +23,7 @@ def test_duplicate_models_or_seeds_are_refused() -> None:
 @pytest.mark.parametrize(
     ("token", "message"),
     [
-        ("probes=bogus", "unknown content probes"),
+        ("probes=bogus", "unknown probe .bogus."),
         ("probes=ridge", "cannot read a class label"),
         ("model.beta=abc", "model.beta"),
         ("data.bogus=1", "no option 'bogus'"),

@@ -442,7 +442,7 @@ LOADING_CASES = [
         None,
         "CUDA is not available",
     ),
-    ("--probes empty", ["evaluate", "{run}", "--probes", ""], None, "--probes needs at least one of linear"),
+    ("--probes empty", ["evaluate", "{run}", "--probes", ""], None, "no probes chosen; accepted: linear"),
     ("--probes unknown", ["evaluate", "{run}", "--probes", "linear,nosuch"], None, "unknown probe 'nosuch'"),
     (
         "diagnose --max-items 1",

@@ -36,6 +36,8 @@ __all__ = [
     "CONTENT_PROBES",
     "DEFAULT_OPTIONS",
     "check_evaluation",
+    "check_probes",
+    "content_probe_names",
     "default_options",
     "evaluate",
     "evaluate_augmentation_style",
@@ -85,19 +87,39 @@ def _resolve_options(options: Mapping[str, Mapping[str, Any]] | None) -> dict[st
     return resolved
 
 
-def _check_probes(probes: Any) -> tuple[str, ...]:
-    probes = (probes,) if isinstance(probes, str) else tuple(probes)
-    unknown = [p for p in probes if p not in PROBES]
-    content = [
-        p
-        for p in probes
-        if p in PROBES and not set(PROBES.entry(p).factory.tasks) & {"classification", "clustering"}
+def content_probe_names() -> list[str]:
+    """Registered probes that can read a class label (they classify or cluster).
+
+    These are the names ``pssl evaluate --probes`` and ``pssl compare probes=``
+    accept: a probe registered in :data:`PROBES` (from any module, a notebook or a
+    test file) is accepted there with no other change.
+    """
+    return [
+        name
+        for name in PROBES.names()
+        if set(PROBES.entry(name).factory.tasks) & {"classification", "clustering"}
     ]
+
+
+def check_probes(probes: Any) -> tuple[str, ...]:
+    """``probes`` as a tuple of registered content probes; errors name the accepted ones.
+
+    Raises:
+        ValueError: for no probe, an unknown name, a probe that cannot read a class
+            label (it only regresses), or a name listed twice.
+    """
+    probes = (probes,) if isinstance(probes, str) else tuple(probes)
+    accepted = ", ".join(content_probe_names())
+    if not probes:
+        raise ValueError(f"no probes chosen; accepted: {accepted}")
+    unknown = [p for p in probes if p not in PROBES]
     if unknown:
-        raise ValueError(f"unknown content probes {unknown}; accepted: {PROBES.names()}")
+        raise ValueError(f"unknown probe {unknown[0]!r}; accepted: {accepted}")
+    content = [p for p in probes if p not in content_probe_names()]
     if content:
         raise ValueError(
-            f"probes {content} cannot read a class label; content probes must classify or cluster"
+            f"probes {content} cannot read a class label; content probes must classify or cluster "
+            f"(accepted: {accepted})"
         )
     if len(set(probes)) != len(probes):
         raise ValueError(f"content probes are listed twice: {list(probes)}")
@@ -120,7 +142,7 @@ def check_evaluation(
     Raises:
         ValueError, TypeError: naming the bad probe, section, key or value.
     """
-    probes = _check_probes(probes)
+    probes = check_probes(probes) if probes else ()
     opts = _resolve_options(options)
     for name in PROBES.names():
         _probe(name, opts, 0)
