@@ -627,7 +627,7 @@ def test_evaluation_rejects_bad_options_and_splits() -> None:
         evaluate(model, splits, options={"mlp": {"epoch": 1}})
     with pytest.raises(ValueError, match="mlp.patience"):
         evaluate(model, splits, options={"mlp": {"patience": 0}})
-    with pytest.raises(ValueError, match="unknown content probes"):
+    with pytest.raises(ValueError, match="unknown probe .svm."):
         evaluate_content(model, splits, probes=("svm",))
     empty_val = SimpleNamespace(train=splits.train, val=fake_split(0, 1, factors=False), test=splits.test)
     with pytest.raises(ValueError, match="val split is empty"):
