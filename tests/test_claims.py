@@ -274,4 +274,29 @@ def test_readme_results_command_plans_the_cpu_budget(tmp_path: Path) -> None:
     args = [t for t in tokens[2:] if not t.startswith("out=")] + [f"out={tmp_path / 'cpu'}", "dry_run=true"]
     assert main(args) == 0
     plan = json.loads((tmp_path / "cpu" / "plan.json").read_text())
-    assert len(plan["runs"]) == 3 * 4 * 5  # data sets x methods x (3 grid points + 2 more seeds)
+    # (2 content sets x 4 methods + the styled set x 3 methods) x (3 grid points + 2 more seeds)
+    assert len(plan["runs"]) == (2 * 4 + 3) * 5
+
+
+def test_a_data_set_can_override_networks_epochs_and_methods(tmp_path: Path) -> None:
+    """The cpu budget's styled set: pooled encoder, its own epochs, no VAE (no claim reads it there)."""
+    plan = parse_claims(["budget=cpu", f"out={tmp_path}", "dry_run=true"])
+    cpu = plan.budget
+    assert cpu.methods_of("styled-mnist") == ("simvae", "simclr", "vicreg")
+    assert cpu.methods_of("mnist") == cpu.methods
+    assert cpu.epochs_of("styled-mnist") == 12 and cpu.epochs_of("mnist") == cpu.epochs == 40
+    from pssl.cli import main
+
+    assert main(["claims", "budget=cpu", f"out={tmp_path / 'cpu'}", "dry_run=true"]) == 0
+    runs = json.loads((tmp_path / "cpu" / "plan.json").read_text())["runs"]
+    styled = [r for r in runs if r["run"].startswith("styled-mnist/")]
+    assert styled and not [r for r in styled if "/vae/" in r["run"]]
+    assert {r["config"]["epochs"] for r in styled} == {12}
+    assert {r["config"]["encoder"]["name"] for r in styled} == {"resnet"}
+    assert all("hidden" not in r["config"]["encoder"]["options"] for r in styled)
+    content = [r for r in runs if r["run"].startswith("mnist/")]
+    assert {r["config"]["epochs"] for r in content} == {40}
+    assert {r["config"]["encoder"]["name"] for r in content} == {"mlp"}
+    # checkpoints evenly spaced over each data set's own epochs
+    assert budgets.checkpoint_tokens(cpu, 10, 12)[0] == "checkpoint_every=30"
+    assert budgets.checkpoint_tokens(cpu, 10)[0] == "checkpoint_every=100"

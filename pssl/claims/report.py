@@ -253,7 +253,7 @@ def _content_style_points(
     reader = MeasureReader(root=plan.out, cache=plan.out / "measures")
 
     points: dict[str, dict[str, tuple[float, float]]] = {}
-    for method in plan.budget.methods:
+    for method in plan.budget.methods_of(data):
         for representation in ("backbone", "projection"):
             if representation == "projection" and not any(
                 r["method"] == method and r["comparator"] == f"{method} (projection)" for r in rows
@@ -349,7 +349,8 @@ def write_report(
         f"epochs {budget['epochs']}; "
         "data: "
         + "; ".join(
-            f"{d['name']} {' '.join(d['tokens'])}" for d in [*budget["content_data"], budget["styled_data"]]
+            f"{d['name']} {' '.join(d['tokens'])}" + (f" epochs={d['epochs']}" if d.get("epochs") else "")
+            for d in [*budget["content_data"], budget["styled_data"]]
         )
         + ".",
         "",

@@ -174,7 +174,7 @@ def compare_plan(
         *budget.settings,
         f"data={data.name}",
         *[t for t in data.tokens if not t.startswith("recipe=")],
-        f"epochs={budget.epochs}",
+        f"epochs={budget.epochs_of(data.name)}",
         f"device={budget.device}",
         f"model={method}",  # before the knob, so model.OPTION lands on this method
         *point.tokens(),
@@ -182,7 +182,8 @@ def compare_plan(
     config = config_from_tokens(tokens)
     per_epoch = steps.of(config, load=not plan.dry_run)
     if per_epoch is not None:
-        config = config_from_tokens([*tokens, *checkpoint_tokens(budget, per_epoch)])
+        spacing = checkpoint_tokens(budget, per_epoch, budget.epochs_of(data.name))
+        config = config_from_tokens([*tokens, *spacing])
     compare = ComparePlan(
         models=(method,),
         seeds=(seed,),
@@ -241,7 +242,7 @@ def run_grid(plan: ClaimsPlan) -> GridState:
     for data in budget.data_sets():
         if data.name not in plan.data:
             continue
-        for method in budget.methods:
+        for method in budget.methods_of(data.name):
             points = grid_points(budget, method)
             scores: dict[str, float] = {}
             for point in points:
@@ -277,7 +278,7 @@ def selected_points(plan: ClaimsPlan, state: GridState) -> dict[tuple[str, str],
     budget = plan.budget
     selected = dict(state.selected)
     for data in budget.data_sets():
-        for method in budget.methods:
+        for method in budget.methods_of(data.name):
             if (data.name, method) in selected:
                 continue
             points = grid_points(budget, method)
@@ -400,7 +401,8 @@ def budget_curve(
     curve = []
     for fraction in sorted(fractions):
         row = claim_row(plan, reader, selected, comparison, None if fraction >= 1 else fraction)
-        curve.append({"fraction": fraction, "epochs": fraction * plan.budget.epochs, **row})
+        epochs = fraction * plan.budget.epochs_of(comparison.data)
+        curve.append({"fraction": fraction, "epochs": epochs, **row})
     return curve
 
 
@@ -420,7 +422,7 @@ def plateau_table(plan: ClaimsPlan, selected: dict[tuple[str, str], GridPoint]) 
                 "data": data,
                 "method": method,
                 "point": point.label,
-                "epochs": plan.budget.epochs,
+                "epochs": plan.budget.epochs_of(data),
                 "plateau_epochs": {str(s): plateau_epoch(c) for s, c in curves.items()},
                 "last_quarter_change": max(last_quarter_change(c) for c in curves.values()),
                 "curves": {str(s): c for s, c in curves.items()},
