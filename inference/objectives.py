@@ -508,6 +508,10 @@ def _record_traces(elbo: pyro.infer.ELBO, sink: list[tuple[Trace, Trace]]) -> No
     Every Pyro ELBO draws its particles through ``_get_traces``; wrapping it on the
     instance lets the named terms be read from the log-densities the ELBO itself
     computed, with no second evaluation.
+
+    ``_get_traces`` is private Pyro API: Pyro has no public hook that exposes the
+    particle traces an ELBO evaluates (``pyro.poutine.trace`` around the model and
+    guide would record a second, independent draw, not the one the loss used).
     """
     produce = elbo._get_traces
 

@@ -253,9 +253,10 @@ def restore_pyro_params(
             f"checkpoint {source} holds pyro.param values {missing} that the model and guide given do not "
             "create; pass the guide the run was trained with as load_run(run_dir, guide=...)"
         )
+    unconstrained = dict(store.named_parameters())  # the unconstrained tensors, as saved
     with torch.no_grad():
         for name, value in saved.items():
-            held = store._params[name]  # unconstrained, as saved
+            held = unconstrained[name]
             if held.shape != value.shape:
                 raise CheckpointError(
                     f"checkpoint {source}: pyro.param {name!r} has shape {tuple(value.shape)}, "

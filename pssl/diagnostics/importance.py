@@ -695,12 +695,6 @@ def _posterior_mean(guide_trace: poutine.Trace, num_items: int) -> torch.Tensor 
     return mean.reshape(num_items, -1, mean.shape[-1]).float().cpu()
 
 
-def _concat(existing: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if not existing:
-        return {k: v.cpu() for k, v in new.items()}
-    return {k: torch.cat([existing[k], new[k].cpu()]) for k in existing}
-
-
 def _is_binary_support(support: Any) -> bool:
     """Whether a support is {0, 1} (a Bernoulli pmf), looking through ``independent``."""
     from torch.distributions import constraints
