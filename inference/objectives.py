@@ -593,7 +593,7 @@ class Objective(nn.Module):
 
         Returns:
             ``{name: unconstrained tensor}`` of the ``pyro.param``/``PyroParam`` parameters
-            that the model or guide use besides the method's own ``nn.Parameter``s.
+            that the model or guide use besides the method's own ``nn.Parameter`` objects.
         """
         mode = self.method.training
         self.method.eval()

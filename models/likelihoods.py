@@ -14,16 +14,16 @@ A likelihood is a ``torch.nn.Module`` (learned scales are parameters) that
 
 Registered (``LIKELIHOODS``):
 
-=======================  ====================================  ==============================
-name                     p(x | z) per pixel                    data
-=======================  ====================================  ==============================
-``bernoulli``            Bernoulli(sigmoid f)                  [0, 1] (pmf on {0, 1})
-``continuous-bernoulli`` ContinuousBernoulli(logits f)         [0, 1] (density)
-``gaussian``             N(g(f), std^2), fixed std             finite reals (density)
-``gaussian-learned``     N(g(f), std^2), learned std           finite reals (density)
-``laplace``              Laplace(g(f), std / sqrt 2)           finite reals (density)
-``discretized-logistic`` logistic(g(f), s) integrated on bins  8-bit grid k/255 (pmf)
-=======================  ====================================  ==============================
+=========================  ====================================  ==============================
+name                       p(x | z) per pixel                    data
+=========================  ====================================  ==============================
+``bernoulli``              Bernoulli(sigmoid f)                  [0, 1] (pmf on {0, 1})
+``continuous-bernoulli``   ContinuousBernoulli(logits f)         [0, 1] (density)
+``gaussian``               N(g(f), std^2), fixed std             finite reals (density)
+``gaussian-learned``       N(g(f), std^2), learned std           finite reals (density)
+``laplace``                Laplace(g(f), std / sqrt 2)           finite reals (density)
+``discretized-logistic``   logistic(g(f), s) integrated on bins  8-bit grid k/255 (pmf)
+=========================  ====================================  ==============================
 
 ``g`` is the link (``sigmoid`` by default, or ``identity``). Framework
 arguments: a factory declaring ``image_shape`` (the likelihoods with learned

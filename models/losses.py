@@ -166,7 +166,7 @@ def nt_xent_terms(embeddings: torch.Tensor, temperature: float = 0.5) -> dict[st
 
 
 def clip_logits(first: torch.Tensor, second: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
-    r"""CLIP's logits ``s * normalise(a_i) . normalise(b_k)``: ``(B, p), (N, p) -> (B, N)``.
+    r"""CLIP's logits ``s * <normalise(a_i), normalise(b_k)>``: ``(B, p), (N, p) -> (B, N)``.
 
     ``logit_scale`` is ``s = 1 / tau`` itself (not its log).
     """
@@ -224,7 +224,7 @@ def clip_terms(
 def moco_logits(
     query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    r"""MoCo logits ``[q . k, q . n_1, ..., q . n_K] / tau`` on normalised vectors.
+    r"""MoCo logits ``[<q, k>, <q, n_1>, ..., <q, n_K>] / tau`` on normalised vectors.
 
     Args:
         query: ``(B, p)``.
@@ -250,7 +250,7 @@ def moco_logits(
 def moco_terms(
     query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2
 ) -> dict[str, torch.Tensor]:
-    r"""MoCo's InfoNCE: ``ell_i = -log softmax([q_i . k_i, q_i . n_1..K] / tau)_0``.
+    r"""MoCo's InfoNCE: ``ell_i = -log softmax([<q_i, k_i>, <q_i, n_1..K>] / tau)_0``.
 
     Returns:
         ``{"infonce": (B,)}``.

@@ -174,7 +174,7 @@ class FlatPrior(LatentPrior):
     "laplace", help="factorised Laplace(0, scale) per coordinate (sparse, heavier tails); non-conjugate"
 )
 class LaplacePrior(LatentPrior):
-    """p(v) = prod_k Laplace(v_k; 0, b) = prod_k exp(-|v_k| / b) / (2 b), with ``b = scale``.
+    """``p(v) = prod_k Laplace(v_k; 0, b) = prod_k exp(-|v_k| / b) / (2 b)``, with ``b = scale``.
 
     Variance ``2 b^2`` per coordinate. No Gaussian form, so SimVAE's ``y_guide=auto``
     picks the amortised guide.

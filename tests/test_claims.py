@@ -267,7 +267,7 @@ def test_readme_results_command_plans_the_cpu_budget(tmp_path: Path) -> None:
     from pssl.cli import main
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    results = readme[readme.index("## Results") : readme.index("## Python")]
+    results = readme[readme.index("<!-- results:start -->") : readme.index("<!-- results:end -->")]
     block = results.split("```bash\n", 1)[1].split("```", 1)[0].strip()
     tokens = block.split()
     assert tokens[1:4] == ["pssl", "claims", "budget=cpu"], block

@@ -1,11 +1,9 @@
-"""The README's "Diagnostics with ArviZ" block runs as written on two small trained runs."""
+"""The docs' "Diagnostics with ArviZ" block (docs/diagnostics.md) runs as written on two trained runs."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import re
-from pathlib import Path
 
 import matplotlib
 import pyro
@@ -16,14 +14,15 @@ from pssl.inference.train import train
 
 matplotlib.use("Agg")
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from doc_blocks import ROOT, blocks
+
+PAGE = ROOT / "docs" / "diagnostics.md"
 
 
 def arviz_block() -> str:
-    section = README.read_text().split("## Diagnostics with ArviZ", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert blocks, "README has no python block under 'Diagnostics with ArviZ'"
-    return blocks[0]
+    found = blocks(PAGE, "## Diagnostics with ArviZ", "python")
+    assert found, "docs/diagnostics.md has no python block under 'Diagnostics with ArviZ'"
+    return found[0]
 
 
 def tiny_run(model: str, out: str, seed: int) -> None:
@@ -53,7 +52,7 @@ def test_readme_arviz_block_runs_and_compares_runs_on_the_same_views(tmp_path, m
     printed = io.StringIO()
     namespace: dict = {"__name__": "__readme__"}
     with contextlib.redirect_stdout(printed):
-        exec(compile(arviz_block(), str(README), "exec"), namespace)
+        exec(compile(arviz_block(), str(PAGE), "exec"), namespace)
     table = namespace["table"]
     assert set(table.index) == {"simvae", "vae"} and "dse" in printed.getvalue()
     idata = namespace["idata"]

@@ -1,23 +1,21 @@
-"""The README's "Plain Pyro" block runs as written and trains with nothing but Pyro."""
+"""The docs' "Plain Pyro" block (docs/inference.md) runs as written and trains with nothing but Pyro."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import re
-from pathlib import Path
 
 import pyro
+from doc_blocks import ROOT, blocks
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = ROOT / "docs" / "inference.md"
 
 
 def plain_pyro_block() -> str:
-    text = README.read_text()
-    section = text.split("## Plain Pyro", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert blocks, "README has no python block under 'Plain Pyro'"
-    return blocks[0]
+    found = blocks(PAGE, "## Plain Pyro", "python")
+    assert found, "docs/inference.md has no python block under 'Plain Pyro'"
+    return found[0]
 
 
 def test_readme_plain_pyro_block_runs_and_lowers_the_loss(tmp_path, monkeypatch) -> None:
@@ -26,7 +24,7 @@ def test_readme_plain_pyro_block_runs_and_lowers_the_loss(tmp_path, monkeypatch)
     printed = io.StringIO()
     namespace: dict = {"__name__": "__readme__"}
     with contextlib.redirect_stdout(printed):
-        exec(compile(plain_pyro_block(), str(README), "exec"), namespace)
+        exec(compile(plain_pyro_block(), str(PAGE), "exec"), namespace)
     out = printed.getvalue()
     losses = [float(v) for v in re.findall(r"-ELBO (-?[\d.]+) nats per item", out)]
     assert len(losses) == 4 and losses[-1] < losses[0], out

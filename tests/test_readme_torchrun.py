@@ -1,7 +1,7 @@
-"""The README's CPU ``torchrun`` line trains every registered method, with 2 processes and with 1.
+"""The docs' CPU ``torchrun`` line (docs/run-directories.md) trains every method, with 2 processes and 1.
 
 The line (``torchrun --nproc_per_node=2 -m pssl train model=simclr data=digits
-device=cpu``) is read from the README and run as written (``torchrun`` is
+device=cpu``) is read from docs/run-directories.md and run as written (``torchrun`` is
 ``python -m torch.distributed.run --standalone``, so the test uses this
 interpreter), with ``model=`` set to each registered method, one epoch on 200
 items, and paired digits for the methods that need two modalities. A run passes
@@ -24,21 +24,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from doc_blocks import ROOT, section
 
 from pssl.models.base import MODELS
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = ROOT / "docs" / "run-directories.md"
 PAIRED = {"clip", "simvae-multimodal"}
 DEFAULT = {("simvae", 2), ("simclr", 2), ("simvae", 1)}
 TINY = ["epochs=1", "data.limit=200", "progress=false", "batch_size=32"]
 
 
 def readme_cpu_line() -> list[str]:
-    """The README's 2-process CPU torchrun command, as tokens (comment dropped)."""
-    text = README.read_text()
-    section = text.split("### Several processes (torchrun)", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("torchrun --nproc_per_node=2")]
-    assert lines, "README has no 'torchrun --nproc_per_node=2' line under 'Several processes'"
+    """The docs' 2-process CPU torchrun command, as tokens (comment dropped)."""
+    text = section(PAGE, "## Several processes (torchrun)")
+    lines = [line for line in text.splitlines() if line.startswith("torchrun --nproc_per_node=2")]
+    assert lines, "docs/run-directories.md: no 'torchrun --nproc_per_node=2' line under 'Several processes'"
     tokens = shlex.split(lines[0], comments=True)
     assert "device=cpu" in tokens and "data=digits" in tokens, tokens
     return tokens
@@ -65,7 +65,7 @@ def cases() -> list:
 
 
 def test_readme_has_the_cpu_torchrun_line() -> None:
-    assert re.search(r"torchrun --nproc_per_node=2 -m pssl train model=\S+ data=digits", README.read_text())
+    assert re.search(r"torchrun --nproc_per_node=2 -m pssl train model=\S+ data=digits", PAGE.read_text())
 
 
 @pytest.mark.parametrize("method,processes", cases())

@@ -566,8 +566,8 @@ def evaluate(
         batch_size: Images per ``encode`` call.
 
     Returns:
-        ``{"content": ..., "style": ... (when the data has factors), "augmentation": ...
-        (when an augmenter is given), "protocol": ...}``; the protocol also records
+        A dict with ``content``, ``style`` (when the data has factors),
+        ``augmentation`` (when an augmenter is given) and ``protocol``; the protocol also records
         the split sizes, the feature dimension and the seconds each part took.
     """
     probes, opts = check_evaluation(probes, options)

@@ -120,8 +120,9 @@ def factor_predictability(
         options: Per-probe options (sections ``linear``, ``ridge``, ``knn``).
 
     Returns:
-        ``{"linear": score, "knn": score, "metric": "accuracy" | "r2", "readers",
-        "val": {"linear", "knn"}, "selected": {"linear": {...}, "knn": {...}}}``.
+        A dict with the test scores ``linear`` and ``knn``, ``metric`` (``"accuracy"`` or
+        ``"r2"``), ``readers``, the validation scores ``val`` (``linear``, ``knn``) and the
+        ``selected`` hyperparameters of each.
     """
     if kind not in FACTOR_KINDS:
         raise ValueError(f"kind must be one of {FACTOR_KINDS}, got {kind!r}")
