@@ -29,7 +29,6 @@ TRACEBACK_ENV = "PSSL_TRACEBACK"
 """Set to 1 to see the full traceback behind a one-line error (as ``--traceback`` does)."""
 
 
-
 def _registries() -> list[tuple[str, object]]:
     from pssl.augment import AUGMENTATIONS
     from pssl.datasets import DATASETS

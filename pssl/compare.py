@@ -65,7 +65,6 @@ OUTPUT_NAMES = (
 """The files ``pssl compare`` writes into its folder (besides one run directory per pair)."""
 
 
-
 @dataclasses.dataclass
 class ComparePlan:
     """What ``pssl compare`` was asked to do."""

@@ -24,6 +24,7 @@ def section(path: Path, heading: str) -> str:
         kept.append(line)
     return "".join(kept)
 
+
 def blocks(path: Path, heading: str, language: str) -> list[str]:
     """The ``language`` fenced code blocks under ``heading`` in ``path``, in order."""
     return re.findall(rf"```{language}\n(.*?)```", section(path, heading), flags=re.DOTALL)

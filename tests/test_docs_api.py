@@ -42,9 +42,11 @@ def public_callables(module_name: str) -> list[str]:
     names = getattr(module, "__all__", None)
     if names is None:
         names = [
-            n for n, v in vars(module).items()
+            n
+            for n, v in vars(module).items()
             if not n.startswith("_") and getattr(v, "__module__", None) == module_name
         ]
+
     def shown(name: str) -> bool:
         value = getattr(module, name)
         return inspect.isclass(value) or inspect.isfunction(value)
@@ -56,9 +58,20 @@ def public_callables(module_name: str) -> list[str]:
 def generated(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("api")
     done = subprocess.run(
-        [sys.executable, "-m", "sphinx.ext.autosummary.generate", "--respect-module-all",
-         "-t", str(DOCS / "_templates"), "-o", str(out), str(DOCS / "api" / "index.rst")],
-        capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "sphinx.ext.autosummary.generate",
+            "--respect-module-all",
+            "-t",
+            str(DOCS / "_templates"),
+            "-o",
+            str(out),
+            str(DOCS / "api" / "index.rst"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return out

@@ -109,13 +109,14 @@ def check_probes(probes: Any) -> tuple[str, ...]:
             label (it only regresses), or a name listed twice.
     """
     probes = (probes,) if isinstance(probes, str) else tuple(probes)
-    accepted = ", ".join(content_probe_names())
+    names = content_probe_names()
+    accepted = ", ".join(names)
     if not probes:
         raise ValueError(f"no probes chosen; accepted: {accepted}")
     unknown = [p for p in probes if p not in PROBES]
     if unknown:
         raise ValueError(f"unknown probe {unknown[0]!r}; accepted: {accepted}")
-    content = [p for p in probes if p not in content_probe_names()]
+    content = [p for p in probes if p not in names]
     if content:
         raise ValueError(
             f"probes {content} cannot read a class label; content probes must classify or cluster "
