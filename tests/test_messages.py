@@ -142,7 +142,7 @@ def test_compare_with_no_probes_is_refused_before_training(tmp_path: Path, capsy
     out = tmp_path / "cmp"
     code = main(["compare", "models=vae", "seeds=0", "probes=", f"out={out}", *TINY])
     line = one_line(capsys.readouterr().err)
-    assert code == 2 and "probes= names no probe" in line and "linear" in line, line
+    assert code == 2 and "probes=: no probes chosen" in line and "linear" in line, line
     assert not out.exists()
 
 
